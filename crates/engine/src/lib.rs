@@ -1,0 +1,2 @@
+//! The inference Engine trait and its llama.cpp backend; knows nothing else of Veil.
+#![forbid(unsafe_code)]
