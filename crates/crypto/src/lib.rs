@@ -7,6 +7,7 @@
 
 pub mod aead;
 mod error;
+pub mod frames;
 pub mod hash;
 pub mod kdf;
 pub mod pad;
