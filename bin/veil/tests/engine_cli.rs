@@ -2,6 +2,8 @@
 //!
 //! The model is fetched with `veil model fetch` itself, into `$VEIL_DATA_DIR` or the default data
 //! directory (idempotent and locked, so test binaries running at once share one download).
+// Test code: a failed unwrap is a failed test (clippy's test exemption misses helper functions).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
