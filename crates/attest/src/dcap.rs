@@ -235,9 +235,10 @@ fn put(m: &mut Measurements, name: &str, value: &[u8]) {
     m.insert(name.to_string(), HexBytes::from(value));
 }
 
-fn to_claims(c: &QuoteClaims, collateral: &Collateral, now: u64) -> Result<Claims> {
+/// The TEE kind, measurement registers, report data and debug flag of a report body.
+fn report_fields(report: &dcap_qvl::quote::Report) -> Result<(TeeKind, Measurements, [u8; 64], bool)> {
     let mut measurements = Measurements::new();
-    let (tee, report_data, debug) = if let Some(r) = c.report.as_sgx() {
+    let (tee, report_data, debug) = if let Some(r) = report.as_sgx() {
         put(&mut measurements, "mrenclave", &r.mr_enclave);
         put(&mut measurements, "mrsigner", &r.mr_signer);
         put(&mut measurements, "isvprodid", &r.isv_prod_id.to_be_bytes());
@@ -245,7 +246,7 @@ fn to_claims(c: &QuoteClaims, collateral: &Collateral, now: u64) -> Result<Claim
         put(&mut measurements, "attributes", &r.attributes);
         put(&mut measurements, "miscselect", &r.misc_select.to_be_bytes());
         (TeeKind::IntelSgx, r.report_data, r.attributes[0] & 0x02 != 0)
-    } else if let Some(r) = c.report.as_td10() {
+    } else if let Some(r) = report.as_td10() {
         // The TD 1.0 body is the common prefix of every TD report version.
         put(&mut measurements, "mrtd", &r.mr_td);
         put(&mut measurements, "rtmr0", &r.rt_mr0);
@@ -259,7 +260,7 @@ fn to_claims(c: &QuoteClaims, collateral: &Collateral, now: u64) -> Result<Claim
         put(&mut measurements, "mrsignerseam", &r.mr_signer_seam);
         put(&mut measurements, "tdattributes", &r.td_attributes);
         put(&mut measurements, "xfam", &r.xfam);
-        if let Some(r15) = c.report.as_td15() {
+        if let Some(r15) = report.as_td15() {
             put(&mut measurements, "mrservicetd", &r15.mr_service_td);
         }
         // Any TD-under-debug bit (debug, or the profiling bits) makes the TD untrusted.
@@ -269,6 +270,20 @@ fn to_claims(c: &QuoteClaims, collateral: &Collateral, now: u64) -> Result<Claim
             "a DCAP report body that is neither SGX nor TDX".into(),
         ));
     };
+    Ok((tee, measurements, report_data, debug))
+}
+
+/// Reads the measurement registers of a DCAP quote **without verifying it**: for a platform that wants
+/// to know its own measurement (to publish it), never for deciding whether to trust someone else's.
+pub fn quote_measurements_unverified(quote: &[u8]) -> Result<(TeeKind, Measurements)> {
+    let parsed =
+        Quote::parse(quote).map_err(|e| AttestError::Malformed(format!("not a DCAP quote: {e:#}")))?;
+    let (tee, measurements, _, _) = report_fields(&parsed.report)?;
+    Ok((tee, measurements))
+}
+
+fn to_claims(c: &QuoteClaims, collateral: &Collateral, now: u64) -> Result<Claims> {
+    let (tee, measurements, report_data, debug) = report_fields(&c.report)?;
     let pck = &c.platform.pck;
     Ok(Claims {
         tee,
