@@ -95,13 +95,13 @@ impl LocalStore {
         }
         let len = hasher.len();
         let address = hasher.finish();
-        if let Some(expected) = expected {
-            if *expected != address {
-                return Err(BlobError::HashMismatch {
-                    expected: *expected,
-                    actual: address,
-                });
-            }
+        if let Some(expected) = expected
+            && *expected != address
+        {
+            return Err(BlobError::HashMismatch {
+                expected: *expected,
+                actual: address,
+            });
         }
         let dest = self.path_of(&address);
         if fs::metadata(&dest).is_ok_and(|m| m.is_file() && m.len() == len) {

@@ -8,7 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use veil_blobs::{BlobAddress, BlobConfig, BlobError, BlobStore};
+use veil_blobs::{BlobAddress, BlobConfig, BlobError};
 
 struct Server(Child);
 
@@ -131,20 +131,24 @@ fn s3_backend_against_moto() {
     assert_eq!(store.list().unwrap(), all, "tmp/ uploads are gone and not listed");
 
     // Corruption in the bucket is caught on read and names the blob: overwrite `a`'s object with a raw PUT.
-    let key = format!("/veil-models/test/sha256/{}/{}", &a.hex()[..2], a.hex());
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let key = format!("test/sha256/{}/{}", &a.hex()[..2], a.hex());
+    let script = format!(
+        "import boto3, sys; boto3.client('s3', endpoint_url='http://127.0.0.1:{port}', region_name='us-east-1', \
+         aws_access_key_id='veil-test', aws_secret_access_key='veil-test-secret')\
+         .put_object(Bucket='veil-models', Key='{key}', Body=sys.stdin.buffer.read())"
+    );
     let mut bad = small.clone();
     bad[10] ^= 1;
-    write!(
-        s,
-        "PUT {key} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        bad.len()
-    )
-    .unwrap();
-    s.write_all(&bad).unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.contains(" 200 "), "{resp}");
+    let mut py = Command::new("python3")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    py.stdin.take().unwrap().write_all(&bad).unwrap();
+    assert!(
+        py.wait().unwrap().success(),
+        "boto3 (installed with moto) could not overwrite the object"
+    );
     let err = store.get_bytes(&a).unwrap_err();
     assert!(matches!(err, BlobError::Corrupted { .. }), "{err}");
     assert!(err.to_string().contains(&a.to_string()));

@@ -1,0 +1,361 @@
+//! Encrypted model bundles: an authenticated header in front of a streaming-AEAD ciphertext, and data-key sealing.
+//!
+//! ```text
+//! bundle    = header | stream
+//! header    = "VEILBNDL" | version (1) = 1 | body length (u16 BE)
+//!             | format length (u8) | format | plaintext size (u64 BE) | chunk size (u32 BE)
+//! stream    = veil_crypto::stream(key = data key, aad = header, chunk size, plaintext = model | SHA-256(model))
+//! ```
+//!
+//! The header is the stream's associated data, so changing any byte of it fails decryption. The model's
+//! SHA-256 travels *inside* the encryption, after the model: the blob store sees only sizes (a plaintext
+//! hash in the clear would tell anyone which public model a bundle holds), and sealing needs one pass over
+//! the model. Opening checks the header, decrypts while authenticating every 1 MiB chunk, and at the end
+//! checks the size and the SHA-256. See `docs/bundles.md`.
+#![forbid(unsafe_code)]
+
+mod error;
+mod header;
+mod key;
+
+use std::io::{self, Read, Write};
+
+use sha2::{Digest, Sha256};
+use veil_blobs::{BlobAddress, Hasher};
+use veil_crypto::stream;
+use veil_engine::InMemoryModel;
+
+pub use error::{BundleError, Result};
+pub use header::{BundleHeader, Format, MAGIC, MAX_BODY_LEN, VERSION};
+pub use key::{DataKey, KEY_PURPOSE, open_key, seal_key};
+
+/// The default chunk size: the foundation's 1 MiB.
+pub const DEFAULT_CHUNK_SIZE: u32 = stream::DEFAULT_CHUNK_SIZE;
+const DIGEST_LEN: usize = 32;
+
+/// How to seal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealOptions {
+    pub format: Format,
+    pub chunk_size: u32,
+}
+
+impl Default for SealOptions {
+    fn default() -> Self {
+        Self {
+            format: Format::Gguf,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        }
+    }
+}
+
+/// What [`seal`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub header: BundleHeader,
+    /// SHA-256 of the model (the plaintext).
+    pub plaintext_sha256: [u8; 32],
+    /// The bundle's content address: SHA-256 of every byte written.
+    pub address: BlobAddress,
+    /// The bundle's size in bytes.
+    pub bundle_len: u64,
+}
+
+/// What [`open`] found in a bundle that decrypted and verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleInfo {
+    pub header: BundleHeader,
+    /// SHA-256 of the model, as sealed and as checked.
+    pub plaintext_sha256: [u8; 32],
+}
+
+/// The size of the bundle for a model of `plaintext_len` bytes.
+pub fn bundle_len(format: Format, plaintext_len: u64, chunk_size: u32) -> u64 {
+    let header = BundleHeader {
+        format,
+        plaintext_len,
+        chunk_size,
+    };
+    header.encode().len() as u64 + stream::ciphertext_len(plaintext_len + DIGEST_LEN as u64, chunk_size)
+}
+
+/// Seals a GGUF model of `plaintext_len` bytes with 1 MiB chunks; see [`seal_with`].
+pub fn seal(
+    model: impl Read,
+    plaintext_len: u64,
+    key: &DataKey,
+    out: impl Write,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Sealed> {
+    seal_with(&SealOptions::default(), model, plaintext_len, key, out, progress)
+}
+
+/// Encrypts `model`, which must yield exactly `plaintext_len` bytes, into a bundle written to `out`, in
+/// one pass and constant memory. `progress` is called with the number of model bytes read so far. On error
+/// the output is not a valid bundle and must be discarded.
+pub fn seal_with(
+    options: &SealOptions,
+    model: impl Read,
+    plaintext_len: u64,
+    key: &DataKey,
+    out: impl Write,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Sealed> {
+    let header = BundleHeader {
+        format: options.format,
+        plaintext_len,
+        chunk_size: options.chunk_size,
+    };
+    let header_bytes = header.encode();
+    let mut out = HashingWriter {
+        inner: out,
+        hasher: Hasher::new(),
+    };
+    out.write_all(&header_bytes).map_err(|source| BundleError::Io {
+        context: "cannot write the bundle header".into(),
+        source,
+    })?;
+    let mut reader = SealReader {
+        inner: model,
+        expected: plaintext_len,
+        read: 0,
+        hasher: Sha256::new(),
+        trailer: None,
+        error: None,
+        progress,
+    };
+    let result = stream::encrypt(
+        key.as_bytes(),
+        &header_bytes,
+        options.chunk_size,
+        &mut reader,
+        &mut out,
+    );
+    if let Some(e) = reader.error.take() {
+        return Err(e);
+    }
+    result.map_err(|e| match e {
+        veil_crypto::CryptoError::Io { during, message } => BundleError::Io {
+            context: format!("sealing failed while {during}"),
+            source: io::Error::other(message),
+        },
+        other => BundleError::Crypto(other),
+    })?;
+    let plaintext_sha256 = reader
+        .trailer
+        .map(|(d, _)| d)
+        .ok_or_else(|| BundleError::Malformed("sealing ended before the model did".into()))?;
+    let bundle_len = out.hasher.len();
+    let address = out.hasher.finish();
+    tracing::debug!(%address, plaintext_len, bundle_len, "model sealed");
+    Ok(Sealed {
+        header,
+        plaintext_sha256,
+        address,
+        bundle_len,
+    })
+}
+
+/// Yields the model (hashing and counting it), then its SHA-256.
+struct SealReader<'p, R> {
+    inner: R,
+    expected: u64,
+    read: u64,
+    hasher: Sha256,
+    /// The digest and how much of it has been yielded.
+    trailer: Option<([u8; 32], usize)>,
+    /// A size error, kept typed (the stream only carries its message).
+    error: Option<BundleError>,
+    progress: &'p mut dyn FnMut(u64),
+}
+
+impl<R: Read> Read for SealReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if let Some((digest, pos)) = &mut self.trailer {
+            let n = (DIGEST_LEN - *pos).min(buf.len());
+            buf[..n].copy_from_slice(&digest[*pos..*pos + n]);
+            *pos += n;
+            return Ok(n);
+        }
+        let left = self.expected - self.read;
+        if left == 0 {
+            // The model must end exactly here.
+            let mut probe = [0u8; 1];
+            let extra = loop {
+                match self.inner.read(&mut probe) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other?,
+                }
+            };
+            if extra != 0 {
+                return Err(self.size_error(self.expected + 1));
+            }
+            let digest: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+            self.trailer = Some((digest, 0));
+            return self.read(buf);
+        }
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(self.size_error(self.read));
+        }
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        (self.progress)(self.read);
+        Ok(n)
+    }
+}
+
+impl<R> SealReader<'_, R> {
+    fn size_error(&mut self, found: u64) -> io::Error {
+        let e = BundleError::ModelSize {
+            expected: self.expected,
+            found,
+        };
+        let msg = e.to_string();
+        self.error = Some(e);
+        io::Error::new(io::ErrorKind::InvalidData, msg)
+    }
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Hasher,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Opens a bundle: checks its header, decrypts the model into `out` while authenticating every chunk,
+/// then checks the model's size and SHA-256. On error, `out` may hold part of the model and must be
+/// discarded (everything in it was authenticated, but it is incomplete).
+pub fn open(mut bundle: impl Read, key: &DataKey, out: impl Write) -> Result<BundleInfo> {
+    let (header, header_bytes) = BundleHeader::read_from(&mut bundle)?;
+    let mut stream_header = [0u8; stream::HEADER_LEN];
+    let n = header::fill(&mut bundle, &mut stream_header)?;
+    if n < stream::HEADER_LEN {
+        return Err(BundleError::Malformed(format!(
+            "truncated: the encrypted stream's header has {n} of its {} bytes",
+            stream::HEADER_LEN
+        )));
+    }
+    let chunk_size = stream::parse_header(&stream_header).map_err(BundleError::Decrypt)?;
+    if chunk_size != header.chunk_size {
+        return Err(BundleError::Malformed(format!(
+            "the header says {}-byte chunks but the stream has {chunk_size}-byte chunks",
+            header.chunk_size
+        )));
+    }
+    let mut sink = OpenWriter {
+        inner: out,
+        remaining: header.plaintext_len,
+        hasher: Sha256::new(),
+        trailer: Vec::with_capacity(DIGEST_LEN),
+    };
+    let input = (&stream_header[..]).chain(bundle);
+    stream::decrypt(key.as_bytes(), &header_bytes, input, &mut sink).map_err(|e| match e {
+        veil_crypto::CryptoError::Io { during, message } => BundleError::Io {
+            context: format!("opening the bundle failed while {during}"),
+            source: io::Error::other(message),
+        },
+        other => BundleError::Decrypt(other),
+    })?;
+    let found = header.plaintext_len - sink.remaining + sink.trailer.len() as u64;
+    if sink.remaining != 0 || sink.trailer.len() != DIGEST_LEN {
+        return Err(BundleError::SizeMismatch {
+            expected: header.plaintext_len,
+            found: found.saturating_sub(DIGEST_LEN as u64),
+        });
+    }
+    let actual: [u8; 32] = sink.hasher.finalize().into();
+    if actual[..] != sink.trailer[..] {
+        return Err(BundleError::DigestMismatch);
+    }
+    tracing::debug!(format = %header.format, len = header.plaintext_len, "bundle opened");
+    Ok(BundleInfo {
+        header,
+        plaintext_sha256: actual,
+    })
+}
+
+/// Passes the model's bytes on (hashing them) and keeps the SHA-256 that follows them.
+struct OpenWriter<W> {
+    inner: W,
+    remaining: u64,
+    hasher: Sha256,
+    trailer: Vec<u8>,
+}
+
+impl<W: Write> Write for OpenWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let to_model = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        if to_model > 0 {
+            self.inner.write_all(&buf[..to_model])?;
+            self.hasher.update(&buf[..to_model]);
+            self.remaining -= to_model as u64;
+        }
+        let rest = &buf[to_model..];
+        if self.trailer.len() + rest.len() > DIGEST_LEN {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the bundle holds more data than its header says",
+            ));
+        }
+        self.trailer.extend_from_slice(rest);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Opens a bundle straight into memory: a sealed memfd ([`InMemoryModel`]) that the engine loads with
+/// `ModelSource::Memory`, so the plaintext never touches a disk. The model is returned only if the whole
+/// bundle authenticated and its size and SHA-256 matched; otherwise the memory file is dropped.
+pub fn open_to_memfd(
+    bundle: impl Read + Send,
+    key: &DataKey,
+    name: &str,
+) -> Result<(InMemoryModel, BundleInfo)> {
+    // `InMemoryModel` fills itself from a reader, `open` writes to a writer: join them with a pipe (kernel
+    // memory only), decrypting on a second thread.
+    let (mut rx, tx) = io::pipe().map_err(|source| BundleError::Io {
+        context: "cannot create a pipe".into(),
+        source,
+    })?;
+    std::thread::scope(|scope| {
+        let opener = scope.spawn(move || open(bundle, key, tx));
+        let model = InMemoryModel::from_reader(name, &mut rx);
+        drop(rx); // if the copy failed, this ends the opener with a broken pipe
+        let info = opener
+            .join()
+            .map_err(|_| BundleError::Memory("the decrypting thread panicked".into()))??;
+        let model = model.map_err(|e| BundleError::Memory(e.to_string()))?;
+        if model.len() != info.header.plaintext_len {
+            return Err(BundleError::Memory(format!(
+                "{} bytes reached memory, {} expected",
+                model.len(),
+                info.header.plaintext_len
+            )));
+        }
+        Ok((model, info))
+    })
+}
+
+#[cfg(test)]
+mod tests;
