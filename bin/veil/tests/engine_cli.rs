@@ -214,6 +214,8 @@ fn bench_engine_prints_json_rates() {
         "4",
         "--repetitions",
         "1",
+        "--rounds",
+        "1",
         "--threads",
         "1",
     ]));
@@ -221,8 +223,14 @@ fn bench_engine_prints_json_rates() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     let r = &report["results"][0];
     assert_eq!(r["threads"], 1);
-    assert!(r["prompt_tokens_per_s"].as_f64().unwrap() > 0.0, "{report}");
-    assert!(r["decode_tokens_per_s"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(
+        r["veil"]["prompt_tokens_per_s"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        r["veil"]["decode_tokens_per_s"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
     assert!(report["load_seconds"].as_f64().unwrap() > 0.0);
     assert!(report["peak_rss_bytes"].as_u64().unwrap() > 50 << 20, "{report}");
 }

@@ -134,30 +134,75 @@ pub struct EngineBenchArgs {
     /// Tokens for the decode test (llama-bench's -n).
     #[arg(long, default_value_t = 64)]
     pub gen_tokens: u32,
-    /// Repetitions of each test; the mean is reported (llama-bench's -r).
+    /// Repetitions of each test per round (llama-bench's -r).
     #[arg(long, default_value_t = 5)]
     pub repetitions: usize,
+    /// Rounds: ours then the baseline's, alternated, so that load from other processes hits both.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Thread counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub threads: Vec<usize>,
-    /// Path of llama.cpp's own `llama-bench`: run it in the same run, on the same model and
-    /// settings, and print our speed as a ratio of its speed.
+    /// A llama-bench-compatible program (llama.cpp's `llama-bench`, or the stand-in built from
+    /// crates/engine/bench/llama_bench_min.cpp): run in the same run, on the same model and
+    /// settings; our speeds are then printed as ratios of its speeds.
     #[arg(long, value_name = "PATH")]
     pub llama_bench: Option<PathBuf>,
     #[command(flatten)]
     pub dir: DataDirArgs,
 }
 
+/// Tokens/s samples of the two tests.
+#[derive(Debug, Default)]
+struct Samples {
+    prompt: Vec<f64>,
+    decode: Vec<f64>,
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn best(v: &[f64]) -> f64 {
+    v.iter().copied().fold(0.0, f64::max)
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Rates {
+    /// Mean over every repetition of every round (what llama-bench reports as avg_ts).
+    prompt_tokens_per_s: f64,
+    decode_tokens_per_s: f64,
+    /// Best repetition: the least disturbed by other processes.
+    prompt_tokens_per_s_best: f64,
+    decode_tokens_per_s_best: f64,
+}
+
+impl Rates {
+    fn of(s: &Samples) -> Self {
+        Self {
+            prompt_tokens_per_s: round2(mean(&s.prompt)),
+            decode_tokens_per_s: round2(mean(&s.decode)),
+            prompt_tokens_per_s_best: round2(best(&s.prompt)),
+            decode_tokens_per_s_best: round2(best(&s.decode)),
+        }
+    }
+}
+
 #[derive(Debug, serde::Serialize)]
 struct ThreadResult {
     threads: usize,
-    prompt_tokens_per_s: f64,
-    decode_tokens_per_s: f64,
+    veil: Rates,
     #[serde(skip_serializing_if = "Option::is_none")]
-    llama_bench_prompt_tokens_per_s: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    llama_bench_decode_tokens_per_s: Option<f64>,
-    /// Ours divided by llama-bench's (1.0 = the same speed).
+    llama_bench: Option<Rates>,
+    /// Ours divided by llama-bench's, best against best (1.0 = the same speed).
     #[serde(skip_serializing_if = "Option::is_none")]
     prompt_ratio_vs_llama_bench: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -172,14 +217,15 @@ struct BenchReport {
     prompt_tokens: usize,
     gen_tokens: u32,
     repetitions: usize,
-    /// Seconds to load the model (header check, mmap, first context).
+    rounds: usize,
+    /// Seconds to load the model the first time (header check, mmap, first context).
     load_seconds: f64,
     /// Peak resident memory of this process (VmHWM), bytes.
     peak_rss_bytes: Option<u64>,
     /// Whether this binary was built with AVX2 enabled for Rust code (`target-cpu=native` here).
     built_with_avx2: bool,
     results: Vec<ThreadResult>,
-    /// Speed with the most threads divided by speed with the fewest (same run).
+    /// Speed with the most threads divided by speed with the fewest (same run, best against best).
     #[serde(skip_serializing_if = "Option::is_none")]
     thread_scaling: Option<Scaling>,
 }
@@ -194,7 +240,7 @@ struct Scaling {
 
 pub fn bench(args: EngineBenchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
-        args.repetitions > 0 && args.prompt_tokens > 0 && args.gen_tokens > 0,
+        args.repetitions > 0 && args.rounds > 0 && args.prompt_tokens > 0 && args.gen_tokens > 0,
         "nothing to measure"
     );
     anyhow::ensure!(
@@ -211,33 +257,40 @@ pub fn bench(args: EngineBenchArgs) -> anyhow::Result<ExitCode> {
             threads: Some(threads),
             slots: 1,
             n_ctx: Some(u32::try_from(args.prompt_tokens)? + args.gen_tokens + 16),
-            n_batch: u32::try_from(args.prompt_tokens.max(1))?.min(2048),
+            n_batch: u32::try_from(args.prompt_tokens)?.min(2048),
             chat_template: None,
         };
         let started = Instant::now();
         let engine = LlamaEngine::load_file(&path, config)?;
         load_seconds.get_or_insert(started.elapsed().as_secs_f64());
-        let (pp, tg) = measure(&engine, args.prompt_tokens, args.gen_tokens, args.repetitions)?;
-        let theirs = match &args.llama_bench {
-            Some(bin) => Some(run_llama_bench(bin, &path, threads, &args)?),
-            None => None,
-        };
+        let (mut ours, mut theirs) = (Samples::default(), Samples::default());
+        for _ in 0..args.rounds {
+            measure(
+                &engine,
+                args.prompt_tokens,
+                args.gen_tokens,
+                args.repetitions,
+                &mut ours,
+            )?;
+            if let Some(bin) = &args.llama_bench {
+                run_llama_bench(bin, &path, threads, &args, &mut theirs)?;
+            }
+        }
+        let baseline = args.llama_bench.is_some();
         results.push(ThreadResult {
             threads,
-            prompt_tokens_per_s: pp,
-            decode_tokens_per_s: tg,
-            llama_bench_prompt_tokens_per_s: theirs.map(|t| t.0),
-            llama_bench_decode_tokens_per_s: theirs.map(|t| t.1),
-            prompt_ratio_vs_llama_bench: theirs.map(|t| pp / t.0),
-            decode_ratio_vs_llama_bench: theirs.map(|t| tg / t.1),
+            veil: Rates::of(&ours),
+            llama_bench: baseline.then(|| Rates::of(&theirs)),
+            prompt_ratio_vs_llama_bench: baseline.then(|| round3(best(&ours.prompt) / best(&theirs.prompt))),
+            decode_ratio_vs_llama_bench: baseline.then(|| round3(best(&ours.decode) / best(&theirs.decode))),
         });
     }
     let thread_scaling = match (results.first(), results.last()) {
         (Some(a), Some(b)) if results.len() > 1 => Some(Scaling {
             from_threads: a.threads,
             to_threads: b.threads,
-            prompt: b.prompt_tokens_per_s / a.prompt_tokens_per_s,
-            decode: b.decode_tokens_per_s / a.decode_tokens_per_s,
+            prompt: round3(b.veil.prompt_tokens_per_s_best / a.veil.prompt_tokens_per_s_best),
+            decode: round3(b.veil.decode_tokens_per_s_best / a.veil.decode_tokens_per_s_best),
         }),
         _ => None,
     };
@@ -248,7 +301,8 @@ pub fn bench(args: EngineBenchArgs) -> anyhow::Result<ExitCode> {
         prompt_tokens: args.prompt_tokens,
         gen_tokens: args.gen_tokens,
         repetitions: args.repetitions,
-        load_seconds: load_seconds.unwrap_or(0.0),
+        rounds: args.rounds,
+        load_seconds: round3(load_seconds.unwrap_or(0.0)),
         peak_rss_bytes: peak_rss_bytes(),
         built_with_avx2: cfg!(target_feature = "avx2"),
         results,
@@ -263,28 +317,41 @@ pub fn bench(args: EngineBenchArgs) -> anyhow::Result<ExitCode> {
     }
     writeln!(
         out,
-        "model {} ({:.1} MiB), load {:.3} s",
+        "model {} ({:.1} MiB), load {:.3} s; tokens/s as mean (best) of {} rounds × {} repetitions",
         report.model,
         model_bytes as f64 / 1048576.0,
-        report.load_seconds
+        report.load_seconds,
+        args.rounds,
+        args.repetitions
     )?;
+    let pp = format!("pp{}", args.prompt_tokens);
+    let tg = format!("tg{}", args.gen_tokens);
     writeln!(
         out,
-        "{:>7}  {:>14}  {:>14}  {:>16}  {:>16}",
+        "{:>7}  {:>18}  {:>18}  {:>18}  {:>18}  {:>8}  {:>8}",
         "threads",
-        format!("pp{} tok/s", args.prompt_tokens),
-        format!("tg{} tok/s", args.gen_tokens),
-        "pp vs llama-bench",
-        "tg vs llama-bench"
+        format!("veil {pp}"),
+        format!("veil {tg}"),
+        format!("llama.cpp {pp}"),
+        format!("llama.cpp {tg}"),
+        "pp ratio",
+        "tg ratio"
     )?;
+    let cell = |r: Option<&Rates>, prompt: bool| match r {
+        Some(r) if prompt => format!("{:.1} ({:.1})", r.prompt_tokens_per_s, r.prompt_tokens_per_s_best),
+        Some(r) => format!("{:.1} ({:.1})", r.decode_tokens_per_s, r.decode_tokens_per_s_best),
+        None => "-".to_owned(),
+    };
+    let ratio = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
     for r in &report.results {
-        let ratio = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
         writeln!(
             out,
-            "{:>7}  {:>14.1}  {:>14.1}  {:>16}  {:>16}",
+            "{:>7}  {:>18}  {:>18}  {:>18}  {:>18}  {:>8}  {:>8}",
             r.threads,
-            r.prompt_tokens_per_s,
-            r.decode_tokens_per_s,
+            cell(Some(&r.veil), true),
+            cell(Some(&r.veil), false),
+            cell(r.llama_bench.as_ref(), true),
+            cell(r.llama_bench.as_ref(), false),
             ratio(r.prompt_ratio_vs_llama_bench),
             ratio(r.decode_ratio_vs_llama_bench)
         )?;
@@ -302,10 +369,16 @@ pub fn bench(args: EngineBenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Mean prompt-processing and decode speed (tokens/s) over `reps` runs, after one warm-up run.
-/// Like llama-bench, the prompt test evaluates `n_prompt` tokens, and the decode test generates
-/// `n_gen` tokens one at a time (greedy, past any end-of-text token).
-fn measure(engine: &LlamaEngine, n_prompt: usize, n_gen: u32, reps: usize) -> anyhow::Result<(f64, f64)> {
+/// Adds `reps` samples of prompt-processing and decode speed (tokens/s), after one warm-up.
+/// Like llama-bench, the prompt test evaluates `n_prompt` tokens in one batch, and the decode
+/// test makes `n_gen` single-token decode calls (greedy, past any end-of-text token).
+fn measure(
+    engine: &LlamaEngine,
+    n_prompt: usize,
+    n_gen: u32,
+    reps: usize,
+    into: &mut Samples,
+) -> anyhow::Result<()> {
     const TEXT: &str = "The quick brown fox jumps over the lazy dog while the river runs to the sea. ";
     let mut tokens = Vec::with_capacity(n_prompt);
     while tokens.len() < n_prompt {
@@ -328,27 +401,27 @@ fn measure(engine: &LlamaEngine, n_prompt: usize, n_gen: u32, reps: usize) -> an
     // Warm-up (page faults, caches).
     engine.generate_tokens(tokens.clone(), &prompt_only, none)?;
     engine.generate_tokens(one.clone(), &generate, none)?;
-    let (mut pp, mut tg) = (0.0, 0.0);
     for _ in 0..reps {
         let c = engine.generate_tokens(tokens.clone(), &prompt_only, none)?;
-        pp += n_prompt as f64 / c.timings.prompt_seconds;
+        into.prompt.push(n_prompt as f64 / c.timings.prompt_seconds);
         let c = engine.generate_tokens(one.clone(), &generate, none)?;
         anyhow::ensure!(
             c.usage.completion_tokens == n_gen + 1,
             "decode test stopped early"
         );
-        tg += f64::from(n_gen) / c.timings.generation_seconds;
+        into.decode.push(f64::from(n_gen) / c.timings.generation_seconds);
     }
-    Ok((pp / reps as f64, tg / reps as f64))
+    Ok(())
 }
 
-/// Runs llama.cpp's `llama-bench` with the same settings; returns its (prompt, decode) tokens/s.
+/// Runs a llama-bench-compatible program with the same settings and adds its samples.
 fn run_llama_bench(
     bin: &Path,
     model: &Path,
     threads: usize,
     args: &EngineBenchArgs,
-) -> anyhow::Result<(f64, f64)> {
+    into: &mut Samples,
+) -> anyhow::Result<()> {
     let output = std::process::Command::new(bin)
         .arg("-m")
         .arg(model)
@@ -369,8 +442,9 @@ fn run_llama_bench(
     );
     let runs: Vec<serde_json::Value> =
         serde_json::from_slice(&output.stdout).context("cannot read llama-bench's JSON output")?;
-    let speed = |prompt: bool| {
-        runs.iter()
+    for prompt in [true, false] {
+        let run = runs
+            .iter()
             .find(|r| {
                 let n_prompt = r["n_prompt"].as_u64().unwrap_or(0);
                 let n_gen = r["n_gen"].as_u64().unwrap_or(0);
@@ -380,10 +454,19 @@ fn run_llama_bench(
                     n_gen > 0 && n_prompt == 0
                 }
             })
-            .and_then(|r| r["avg_ts"].as_f64())
-            .context("llama-bench's output has no avg_ts for this test")
-    };
-    Ok((speed(true)?, speed(false)?))
+            .context("llama-bench's output lacks a test")?;
+        let samples: Vec<f64> = match run["samples_ts"].as_array() {
+            Some(a) => a.iter().filter_map(serde_json::Value::as_f64).collect(),
+            None => run["avg_ts"].as_f64().into_iter().collect(),
+        };
+        anyhow::ensure!(!samples.is_empty(), "llama-bench's output has no speeds");
+        if prompt {
+            into.prompt.extend(samples)
+        } else {
+            into.decode.extend(samples)
+        }
+    }
+    Ok(())
 }
 
 /// Peak resident set size of this process, from /proc/self/status (VmHWM).

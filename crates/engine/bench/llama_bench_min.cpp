@@ -2,7 +2,7 @@
 // measuring the same two tests the same way, directly on llama.cpp's C API and without Rust:
 //   pp N: evaluate N random tokens in one batch;  tg N: decode N tokens one at a time.
 // One warm-up run, then `-r` repetitions; the mean tokens/s is printed as JSON in llama-bench's
-// shape (`n_prompt`, `n_gen`, `avg_ts`), so `veil bench engine --llama-bench PATH` can read it.
+// shape (`n_prompt`, `n_gen`, `avg_ts`, `samples_ts`), so `veil bench engine --llama-bench PATH` can read it.
 // Build: see docs/engine.md ("Measuring against llama.cpp").
 #include <algorithm>
 #include <chrono>
@@ -59,7 +59,7 @@ int main(int argc, char ** argv) {
         llama_context * ctx = llama_init_from_model(model, cp);
         if (!ctx) { fprintf(stderr, "cannot create a context\n"); return 1; }
         std::vector<llama_token> tokens(std::max(np, 1));
-        double sum_ts = 0;
+        std::vector<double> samples;
         for (int r = -1; r < reps; r++) {  // r = -1 is the warm-up
             llama_memory_clear(llama_get_memory(ctx), false);
             const double t0 = now_s();
@@ -76,10 +76,17 @@ int main(int argc, char ** argv) {
                 t = std::rand() % n_vocab;
             }
             const double dt = now_s() - t0;
-            if (r >= 0) sum_ts += (np + ng) / dt;
+            if (r >= 0) samples.push_back((np + ng) / dt);
         }
-        printf("  {\"n_prompt\": %d, \"n_gen\": %d, \"n_threads\": %d, \"flash_attn\": %d, \"avg_ts\": %.3f}%s\n", np, ng,
-               threads, fa, sum_ts / reps, test == 0 ? "," : "");
+        double sum = 0;
+        std::string list;
+        for (double v : samples) {
+            sum += v;
+            list += (list.empty() ? "" : ", ") + std::to_string(v);
+        }
+        printf("  {\"n_prompt\": %d, \"n_gen\": %d, \"n_threads\": %d, \"flash_attn\": %d, \"avg_ts\": %.3f, "
+               "\"samples_ts\": [%s]}%s\n",
+               np, ng, threads, fa, sum / reps, list.c_str(), test == 0 ? "," : "");
         llama_free(ctx);
     }
     printf("]\n");
