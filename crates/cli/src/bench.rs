@@ -39,8 +39,9 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn bench_attest(args: &AttestBenchArgs) -> anyhow::Result<ExitCode> {
+    let dcap = crate::attest::bench_dcap(args.iterations)?;
     let stream = bench_stream(args.mib)?;
-    let report = json!({ "bundle_stream_aead": stream });
+    let report = json!({ "dcap": dcap, "bundle_stream_aead": stream });
     print_report(&report, args.json)?;
     Ok(ExitCode::SUCCESS)
 }
