@@ -15,6 +15,8 @@ pub enum ModelCommand {
     Fetch(FetchArgs),
     /// List the catalogue and the models in the data directory.
     List(DataDirArgs),
+    /// Encrypt a model into a bundle with a fresh data key; prints the bundle's content address.
+    Seal(crate::bundle::SealArgs),
 }
 
 /// Where Veil keeps its data.
@@ -50,6 +52,7 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ModelCommand::List(dir) => list(&dir.store()?),
+        ModelCommand::Seal(args) => crate::bundle::seal(args),
     }
 }
 
