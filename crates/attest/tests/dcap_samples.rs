@@ -366,3 +366,43 @@ fn evidence_envelope_round_trips_and_verifies() {
         Err(AttestError::Malformed(_))
     ));
 }
+
+#[test]
+fn garbage_never_panics() {
+    // A deterministic xorshift stream: random lengths and bytes, some behind a valid quote header.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (s, c) = load(samples::TDX);
+    let verifier = DcapVerifier::new();
+    for round in 0..300 {
+        let len = (next() % 1200) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if round % 2 == 0 && bytes.len() >= 48 {
+            bytes[..48].copy_from_slice(&s.quote[..48]);
+        }
+        assert!(verifier.verify(&bytes, &c, samples::TDX.now).is_err());
+        assert!(
+            Evidence::from_bytes(&bytes).is_err(),
+            "random bytes are not an envelope"
+        );
+        assert!(Collateral::from_json(&bytes).is_err());
+        let mut sim = b"VEILSIM1".to_vec();
+        sim.extend_from_slice(&bytes);
+        assert!(veil_attest::SimVerifier.verify(&sim, 0).is_err());
+    }
+    // Random spans of the real quote overwritten with noise.
+    for _ in 0..100 {
+        let mut q = s.quote.clone();
+        let start = (next() as usize) % q.len();
+        let end = (start + 1 + (next() as usize) % 64).min(q.len());
+        for b in &mut q[start..end] {
+            *b = next() as u8;
+        }
+        let _ = verifier.verify(&q, &c, samples::TDX.now);
+    }
+}
