@@ -32,6 +32,10 @@ pub struct AttestBenchArgs {
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    if cfg!(debug_assertions) {
+        tracing::warn!("this veil was built without --release: benchmark numbers are not representative");
+        eprintln!("warning: built without --release; run `cargo run --release -- bench …` for real numbers");
+    }
     match cmd {
         BenchCommand::Attest(args) => bench_attest(&args),
         BenchCommand::Engine(a) => crate::chat::bench(a),
