@@ -4,8 +4,8 @@
 //!
 //! - `GET /v1/attestation?nonce=HEX` → [`AttestationDoc`] (JSON). The evidence's report data is
 //!   `veil_attest::report_data(nonce, veil_attest::keys_hash([hpke public key, signing public key]))`.
-//! - `POST /v1/provision`: body = `veil_crypto::seal::seal(worker HPKE key, `[`tags::PROVISION`]`, b"",
-//!   JSON `[`ProvisionRequest`]`)`.
+//! - `POST /v1/provision`: body = JSON [`ProvisionRequest`], whose data key is sealed to the worker's
+//!   attested key with `veil_bundle::seal_key`.
 //! - `POST /v1/infer`: body = `seal(worker HPKE key, `[`tags::INFER_REQUEST`]`, b"", pad(JSON `[`InferRequest`]`))`.
 //!   The response body is a sequence of frames, each `u32 BE length | frame` ([`encode_frame`],
 //!   [`FrameDecoder`]), each frame from `veil_crypto::frames::FrameSealer::new(response_key,`
@@ -38,8 +38,6 @@ pub const MAX_REQUEST_LEN: usize = 16 << 20;
 
 /// Domain tags of the protocol's HPKE purposes, frame streams, hashes and signatures.
 pub mod tags {
-    /// HPKE purpose of a provisioned model key.
-    pub const PROVISION: &str = "veil/v1/provision";
     /// HPKE purpose of an inference request.
     pub const INFER_REQUEST: &str = "veil/v1/infer-request";
     /// Frame-stream purpose of an inference response.
@@ -161,23 +159,22 @@ impl AttestationDoc {
     }
 }
 
-/// `POST /v1/provision` (sealed): the data key of one model bundle.
+/// `POST /v1/provision` (JSON): the data key of one model bundle, sealed to the worker's attested HPKE key
+/// with `veil_bundle::seal_key` (bound to the bundle's address), exactly as the ledger's KMS will release it.
+/// The model's name and bundle address are public (the registry lists them); the key is not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProvisionRequest {
     pub version: u32,
     pub model: String,
-    /// The content address of the bundle the key opens.
+    /// The content address of the bundle the key opens (`sha256:<hex>`).
     pub bundle: String,
-    pub data_key: Secret32,
+    /// `veil_bundle::seal_key(worker HPKE key, bundle, data key)`.
+    #[serde(with = "hexser::vec")]
+    pub sealed_key: Vec<u8>,
 }
 
 impl ProvisionRequest {
-    pub fn to_json(&self) -> Result<Zeroizing<Vec<u8>>> {
-        serde_json::to_vec(self)
-            .map(Zeroizing::new)
-            .map_err(|e| TypesError::json("provision request", &e))
-    }
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
         let req: Self =
             serde_json::from_slice(bytes).map_err(|e| TypesError::json("provision request", &e))?;

@@ -1,5 +1,7 @@
 //! Pins the protocol's bytes: a change here is a protocol change and needs a new version.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use veil_crypto::sign::SigningKey;
 use veil_types::*;
 

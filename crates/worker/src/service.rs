@@ -1,0 +1,459 @@
+//! The worker's HTTP service: attestation, provisioning and sealed inference.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Query, State as AxState};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use veil_blobs::BlobAddress;
+use veil_crypto::frames::FrameSealer;
+use veil_engine::{ChatMessage, ChatRequest, Engine, Role, SamplingParams};
+use veil_types::{
+    AttestationDoc, ErrorKind, InferRequest, ModelStatus, PROTOCOL_VERSION, ProvisionRequest, Receipt,
+    ResponseEvent, Usage, tags,
+};
+use zeroize::Zeroizing;
+
+use crate::replay::Refusal;
+use crate::{Result, Worker, WorkerError};
+
+/// A worker serving HTTP on a background task; [`RunningWorker::stop`] (or dropping it) stops it.
+#[derive(Debug)]
+pub struct RunningWorker {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl RunningWorker {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its base URL, `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving and waits for open connections to finish.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .map_err(|e| WorkerError::Internal(format!("server task: {e}")))?
+                .map_err(|e| WorkerError::Internal(format!("server: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the server ends (it ends only on error or when stopped).
+    pub async fn wait(mut self) -> Result<()> {
+        if let Some(task) = self.task.take() {
+            task.await
+                .map_err(|e| WorkerError::Internal(format!("server task: {e}")))?
+                .map_err(|e| WorkerError::Internal(format!("server: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RunningWorker {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Worker {
+    /// The HTTP routes of the protocol.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/attestation", get(attestation))
+            .route("/v1/provision", post(provision))
+            .route("/v1/infer", post(infer))
+            .layer(DefaultBodyLimit::max(veil_types::MAX_REQUEST_LEN))
+            .with_state(self.clone())
+    }
+
+    /// Binds `self.config.listen` and serves on a background task of the current tokio runtime.
+    pub async fn start(&self) -> Result<RunningWorker> {
+        let listen = self.state.config.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| WorkerError::Listen {
+                addr: listen.to_string(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| WorkerError::Listen {
+            addr: listen.to_string(),
+            source,
+        })?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = self.router();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        tracing::info!(%addr, "worker listening");
+        Ok(RunningWorker {
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+}
+
+/// A plain (unencrypted) error: only for failures before the request is opened, or about public data.
+fn plain_error(status: StatusCode, code: &str, message: String) -> Response {
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    (status, axum::Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+struct NonceQuery {
+    nonce: String,
+}
+
+async fn attestation(
+    AxState(worker): AxState<Worker>,
+    query: std::result::Result<Query<NonceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return plain_error(
+            StatusCode::BAD_REQUEST,
+            "missing_nonce",
+            "add ?nonce=HEX (8 to 64 fresh random bytes) to the attestation request".into(),
+        );
+    };
+    let nonce = match hex::decode(&q.nonce) {
+        Ok(n) if (8..=64).contains(&n.len()) => n,
+        _ => {
+            return plain_error(
+                StatusCode::BAD_REQUEST,
+                "bad_nonce",
+                "the nonce must be 8 to 64 bytes written as hex".into(),
+            );
+        }
+    };
+    let st = &worker.state;
+    let report_data = veil_attest::report_data(&nonce, &st.enclave.keys_hash);
+    let evidence = match st
+        .enclave
+        .platform
+        .evidence(&report_data)
+        .and_then(|raw| raw.into_evidence(None))
+    {
+        Ok(e) => e.to_bytes(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot produce evidence");
+            return plain_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "evidence_failed",
+                e.to_string(),
+            );
+        }
+    };
+    let models = match worker.read_models() {
+        Ok(m) => m
+            .iter()
+            .map(|(name, slot)| ModelStatus {
+                name: name.clone(),
+                bundle: slot.bundle.to_string(),
+                ready: slot.engine.is_some(),
+            })
+            .collect(),
+        Err(e) => return plain_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    };
+    tracing::debug!(evidence_bytes = evidence.len(), "attestation served");
+    axum::Json(AttestationDoc {
+        version: PROTOCOL_VERSION,
+        evidence,
+        hpke_public_key: st.enclave.hpke.public_key().to_bytes(),
+        signing_public_key: st.enclave.signing.verifying_key().to_bytes(),
+        measurement: st.enclave.measurement.clone(),
+        simulated: st.enclave.simulated,
+        models,
+    })
+    .into_response()
+}
+
+async fn provision(AxState(worker): AxState<Worker>, body: Bytes) -> Response {
+    let req = match ProvisionRequest::from_json(&body) {
+        Ok(r) => r,
+        Err(e) => return plain_error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+    };
+    let bundle = match BlobAddress::from_str(&req.bundle) {
+        Ok(b) => b,
+        Err(e) => return plain_error(StatusCode::BAD_REQUEST, "bad_bundle", e.to_string()),
+    };
+    let model = req.model.clone();
+    let result =
+        tokio::task::spawn_blocking(move || worker.provision(&req.model, &bundle, &req.sealed_key)).await;
+    match result {
+        Ok(Ok(())) => axum::Json(serde_json::json!({ "model": model, "ready": true })).into_response(),
+        Ok(Err(e)) => {
+            let status = match e {
+                WorkerError::UnknownModel(_) => StatusCode::NOT_FOUND,
+                WorkerError::Config(_) | WorkerError::Bundle(veil_bundle::BundleError::Key(_)) => {
+                    StatusCode::BAD_REQUEST
+                }
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            tracing::warn!(model = %model, error = %e, "provisioning failed");
+            plain_error(status, "provision_failed", e.to_string())
+        }
+        Err(e) => plain_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+type FrameTx = mpsc::Sender<std::result::Result<Bytes, Infallible>>;
+
+/// Seals `event` as the next frame, length-prefixed.
+fn seal_frame(sealer: &mut FrameSealer, event: &ResponseEvent) -> Result<Bytes> {
+    let padded = event.to_padded()?;
+    let sealed = sealer.seal(&padded, event.is_last())?;
+    Ok(Bytes::from(veil_types::encode_frame(&sealed)?))
+}
+
+async fn infer(AxState(worker): AxState<Worker>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let st = &worker.state;
+    let request_hash = veil_types::request_hash(&body);
+    let padded = match veil_crypto::seal::open(&st.enclave.hpke, tags::INFER_REQUEST, b"", &body) {
+        Ok(p) => Zeroizing::new(p),
+        Err(e) => {
+            tracing::info!(request_bytes = body.len(), "refused a request that does not open");
+            return plain_error(
+                StatusCode::BAD_REQUEST,
+                "cannot_open",
+                format!(
+                    "cannot open the sealed request ({e}): it was sealed to another key (re-attest this \
+                     worker) or tampered with"
+                ),
+            );
+        }
+    };
+    let req = match InferRequest::from_padded(&padded) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(request_bytes = body.len(), "refused a malformed request");
+            return plain_error(StatusCode::BAD_REQUEST, "malformed_request", e.to_string());
+        }
+    };
+    drop(padded);
+    let mut sealer = FrameSealer::new(req.response_key.expose(), tags::INFER_RESPONSE, &request_hash);
+    let (tx, rx) = mpsc::channel(64);
+    let refusal = match st.replay.lock() {
+        Ok(mut guard) => guard
+            .check(req.nonce, req.timestamp_ms, veil_types::now_ms())
+            .err(),
+        Err(_) => Some(Refusal::Busy),
+    };
+    if let Some(refusal) = refusal {
+        let (kind, message) = match refusal {
+            Refusal::Replay => (
+                ErrorKind::Replay,
+                "this request was already served (replayed nonce); send a fresh request".to_owned(),
+            ),
+            Refusal::Stale { skew_ms, window_ms } => (
+                ErrorKind::Stale,
+                format!(
+                    "the request's timestamp is {skew_ms} ms off the worker's clock (allowed: ±{window_ms} ms); \
+                     check the clocks"
+                ),
+            ),
+            Refusal::Busy => (
+                ErrorKind::Internal,
+                "the worker's replay cache is full; retry shortly".to_owned(),
+            ),
+        };
+        tracing::info!(
+            request_bytes = body.len(),
+            refusal = kind.as_str(),
+            "request refused"
+        );
+        let frame = seal_frame(&mut sealer, &ResponseEvent::Error { kind, message });
+        return match frame {
+            Ok(f) => frames_response(Body::from(f)),
+            Err(e) => plain_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        };
+    }
+    let request_bytes = body.len();
+    let worker2 = worker.clone();
+    tokio::task::spawn_blocking(move || {
+        run_request(&worker2, req, request_hash, sealer, &tx, request_bytes, started);
+    });
+    frames_response(Body::from_stream(ReceiverStream::new(rx)))
+}
+
+fn frames_response(body: Body) -> Response {
+    ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
+}
+
+fn to_chat_request(req: &InferRequest) -> std::result::Result<ChatRequest, String> {
+    let mut messages = Vec::with_capacity(req.messages.len());
+    for m in &req.messages {
+        let role = Role::from_str(&m.role).map_err(|e| e.to_string())?;
+        messages.push(ChatMessage {
+            role,
+            content: m.content.clone(),
+        });
+    }
+    if messages.is_empty() {
+        return Err("the request has no messages".into());
+    }
+    let p = &req.params;
+    let params = SamplingParams {
+        temperature: p.temperature,
+        top_p: p.top_p,
+        top_k: p.top_k,
+        seed: p.seed,
+        max_tokens: p.max_tokens,
+        stop: p.stop.clone(),
+        presence_penalty: p.presence_penalty,
+        frequency_penalty: p.frequency_penalty,
+        ignore_eos: false,
+    };
+    params.validate().map_err(|e| e.to_string())?;
+    Ok(ChatRequest { messages, params })
+}
+
+/// Runs one opened request on a blocking thread, sending sealed frames to `tx`.
+fn run_request(
+    worker: &Worker,
+    req: InferRequest,
+    request_hash: [u8; 32],
+    mut sealer: FrameSealer,
+    tx: &FrameTx,
+    request_bytes: usize,
+    started: Instant,
+) {
+    let mut send = |sealer: &mut FrameSealer, event: &ResponseEvent| -> bool {
+        match seal_frame(sealer, event) {
+            Ok(frame) => tx.blocking_send(Ok(frame)).is_ok(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot seal a response frame");
+                false
+            }
+        }
+    };
+    let fail = |sealer: &mut FrameSealer,
+                send: &mut dyn FnMut(&mut FrameSealer, &ResponseEvent) -> bool,
+                kind: ErrorKind,
+                message: String| {
+        tracing::info!(request_bytes, error_kind = kind.as_str(), "request failed");
+        send(sealer, &ResponseEvent::Error { kind, message });
+    };
+    let engine: Option<Arc<dyn Engine>> = match worker.read_models() {
+        Ok(models) => models.get(&req.model).and_then(|s| s.engine.clone()),
+        Err(_) => None,
+    };
+    let Some(engine) = engine else {
+        let known = worker
+            .read_models()
+            .map(|m| m.contains_key(&req.model))
+            .unwrap_or(false);
+        let message = if known {
+            format!(
+                "model {:?} is not ready: its key has not been provisioned yet",
+                req.model
+            )
+        } else {
+            format!("model {:?} is not served by this worker", req.model)
+        };
+        return fail(&mut sealer, &mut send, ErrorKind::ModelNotReady, message);
+    };
+    let chat = match to_chat_request(&req) {
+        Ok(c) => c,
+        Err(message) => return fail(&mut sealer, &mut send, ErrorKind::InvalidRequest, message),
+    };
+    let mut text = Zeroizing::new(String::new());
+    let mut frames = 0u64;
+    let mut first_piece_ms = None;
+    let result = engine.chat_stream(&chat, &mut |piece| {
+        if first_piece_ms.is_none() {
+            first_piece_ms = Some(started.elapsed().as_millis() as u64);
+        }
+        text.push_str(piece);
+        if req.stream {
+            frames += 1;
+            if !send(
+                &mut sealer,
+                &ResponseEvent::Delta {
+                    text: piece.to_owned(),
+                },
+            ) {
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    let completion = match result {
+        Ok(c) => c,
+        Err(e) => {
+            let kind = match e {
+                veil_engine::Error::InvalidRequest(_) | veil_engine::Error::PromptTooLong { .. } => {
+                    ErrorKind::InvalidRequest
+                }
+                _ => ErrorKind::Internal,
+            };
+            return fail(&mut sealer, &mut send, kind, e.to_string());
+        }
+    };
+    if !req.stream
+        && !send(
+            &mut sealer,
+            &ResponseEvent::Delta {
+                text: text.to_string(),
+            },
+        )
+    {
+        return;
+    }
+    let usage = Usage {
+        prompt_tokens: completion.usage.prompt_tokens,
+        completion_tokens: completion.usage.completion_tokens,
+    };
+    let receipt = Receipt::sign(
+        &worker.state.enclave.signing,
+        request_hash,
+        veil_types::response_hash(&text),
+        &req.model,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+    );
+    let done = ResponseEvent::Done {
+        finish_reason: completion.finish_reason.as_str().to_owned(),
+        usage,
+        receipt: Box::new(receipt),
+    };
+    let delivered = send(&mut sealer, &done);
+    tracing::info!(
+        request_bytes,
+        frames = sealer.sealed(),
+        prompt_tokens = usage.prompt_tokens,
+        completion_tokens = usage.completion_tokens,
+        first_piece_ms,
+        total_ms = started.elapsed().as_millis() as u64,
+        delivered,
+        "request served"
+    );
+}
