@@ -2,6 +2,8 @@
 //! to 127.0.0.1 on a free port. Built only with `--features s3`; skipped, saying why, when `moto_server` is
 //! not installed (`pip install 'moto[server]'`).
 #![cfg(feature = "s3")]
+// Test code: a failed unwrap is a failed test (clippy's test exemption misses helper functions).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
