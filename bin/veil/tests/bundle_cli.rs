@@ -60,7 +60,10 @@ fn seal_prints_the_bundle_address_and_writes_a_private_key_file() {
 
     let sealed = std::fs::read(&bundle).unwrap();
     // Ciphertext only: the bundle is an ordinary readable file, unlike the key.
-    assert_eq!(std::fs::metadata(&bundle).unwrap().permissions().mode() & 0o777, 0o644);
+    assert_eq!(
+        std::fs::metadata(&bundle).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
     assert_eq!(&sealed[..8], b"VEILBNDL");
     let plain = std::fs::read(&model).unwrap();
     assert!(sealed.len() > plain.len());
