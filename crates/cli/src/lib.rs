@@ -9,7 +9,9 @@ pub mod attest;
 pub mod bench;
 pub mod bundle;
 pub mod chat;
+pub mod gateway;
 pub mod model;
+pub mod worker;
 
 /// Veil: an end-to-end confidential, decentralized AI network.
 #[derive(Debug, Parser)]
@@ -36,6 +38,11 @@ pub enum Command {
     /// Benchmarks that print ratios and rates for this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run an attested inference worker, or provision a model key to one.
+    #[command(subcommand)]
+    Worker(worker::WorkerCommand),
+    /// OpenAI-compatible endpoint on this machine, sealing requests to an attested worker.
+    Gateway(gateway::GatewayArgs),
 }
 
 /// Runs one parsed command line.
@@ -46,6 +53,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Model(cmd) => model::run(cmd),
         Command::Chat(args) => chat::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Worker(cmd) => worker::run(cmd),
+        Command::Gateway(args) => gateway::run(args),
     }
 }
 
@@ -53,5 +62,8 @@ fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     // Logs go to stderr so that stdout stays machine-readable (JSON claims, streamed answers).
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
