@@ -37,6 +37,8 @@ pub struct ResponseOpener {
     model: String,
     worker_key: VerifyingKey,
     done: bool,
+    /// An error found after events that were returned first; reported by the next call.
+    failed: Option<ClientError>,
 }
 
 impl std::fmt::Debug for ResponseOpener {
@@ -63,13 +65,30 @@ impl ResponseOpener {
             model: request.model.clone(),
             worker_key,
             done: false,
+            failed: None,
         }
     }
 
-    /// Takes more bytes of the body; returns the events they complete. After an error the stream is over.
+    /// Takes more bytes of the body; returns the events they complete. Events that authenticated before a
+    /// failing frame are returned first, and the failure by the next call (`push` or `finish`). After an
+    /// error the stream is over.
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Event>> {
-        self.decoder.push(bytes);
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         let mut events = Vec::new();
+        match self.push_inner(bytes, &mut events) {
+            Ok(()) => Ok(events),
+            Err(e) if events.is_empty() => Err(e),
+            Err(e) => {
+                self.failed = Some(e);
+                Ok(events)
+            }
+        }
+    }
+
+    fn push_inner(&mut self, bytes: &[u8], events: &mut Vec<Event>) -> Result<()> {
+        self.decoder.push(bytes);
         while let Some(frame) = self.decoder.next_frame()? {
             if self.done {
                 return Err(ClientError::Stream(
@@ -117,7 +136,7 @@ impl ResponseOpener {
                 }
             }
         }
-        Ok(events)
+        Ok(())
     }
 
     fn check_receipt(&self, r: &Receipt, usage: Usage) -> Result<()> {
@@ -142,7 +161,10 @@ impl ResponseOpener {
     }
 
     /// Call when the body ended: fails unless the final frame arrived and nothing followed it.
-    pub fn finish(&self) -> Result<()> {
+    pub fn finish(&mut self) -> Result<()> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         self.decoder.finish()?;
         if !self.done {
             return Err(ClientError::Stream(

@@ -237,7 +237,9 @@ fn parse_request(body: &[u8]) -> Result<(InferRequest, bool), ApiError> {
         };
         messages.push(Message { role, content });
     }
-    let seed = req.seed.map(|s| u32::try_from(s.rem_euclid(1 << 32)).unwrap_or(0));
+    let seed = req
+        .seed
+        .map(|s| u32::try_from(s.rem_euclid(1 << 32)).unwrap_or(0));
     let defaults = Params::default();
     let params = Params {
         temperature: req.temperature.unwrap_or(defaults.temperature),
