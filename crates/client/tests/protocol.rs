@@ -351,3 +351,66 @@ async fn replayed_stale_tampered_and_misrouted_requests_are_refused() {
     );
     f.running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn tampered_evidence_and_substituted_keys_are_refused() {
+    let f = start_worker().await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let nonce = [7u8; 32];
+    let body = http
+        .get(format!(
+            "{}/v1/attestation?nonce={}",
+            f.running.url(),
+            hex::encode(nonce)
+        ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let doc = veil_types::AttestationDoc::from_json(&body).unwrap();
+    let policy = Policy::development();
+    let now = veil_types::now_ms() / 1000;
+    veil_client::verify_attestation(&doc, &nonce, &policy, now).unwrap();
+
+    // Another nonce (a replayed document), a substituted HPKE or signing key (a man in the middle).
+    assert!(veil_client::verify_attestation(&doc, &[8u8; 32], &policy, now).is_err());
+    let mut mitm = doc.clone();
+    mitm.hpke_public_key = veil_crypto::seal::HpkeSecretKey::generate()
+        .unwrap()
+        .public_key()
+        .to_bytes();
+    let err = veil_client::verify_attestation(&mitm, &nonce, &policy, now).unwrap_err();
+    assert!(err.to_string().contains("report data"), "{err}");
+    let mut mitm = doc.clone();
+    mitm.signing_public_key[0] ^= 1;
+    assert!(veil_client::verify_attestation(&mitm, &nonce, &policy, now).is_err());
+    // A lie about `simulated`.
+    let mut lie = doc.clone();
+    lie.simulated = false;
+    assert!(veil_client::verify_attestation(&lie, &nonce, &policy, now).is_err());
+    // Every flipped byte of the evidence.
+    for i in 0..doc.evidence.len() {
+        let mut t = doc.clone();
+        t.evidence[i] ^= 1;
+        assert!(
+            veil_client::verify_attestation(&t, &nonce, &policy, now).is_err(),
+            "flip at {i} accepted"
+        );
+    }
+    // Stale evidence.
+    assert!(veil_client::verify_attestation(&doc, &nonce, &policy, now + 3600).is_err());
+
+    // Bad nonces are refused by the worker with a clear message.
+    for q in ["", "?nonce=zz", "?nonce=00"] {
+        let r = http
+            .get(format!("{}/v1/attestation{q}", f.running.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{q}");
+        assert!(r.text().await.unwrap().contains("nonce"));
+    }
+    f.running.stop().await.unwrap();
+}
