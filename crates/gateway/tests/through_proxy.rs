@@ -96,6 +96,8 @@ struct Proxy {
     mode: Mutex<Mode>,
     attestations: AtomicUsize,
     http: reqwest::Client,
+    /// Every byte that crossed, both ways: what the operator's network sees.
+    seen: Mutex<Vec<u8>>,
 }
 
 fn frames(body: &[u8]) -> Vec<Vec<u8>> {
@@ -128,6 +130,8 @@ async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     if path.starts_with("/v1/attestation") {
         p.attestations.fetch_add(1, Ordering::SeqCst);
     }
+    p.seen.lock().unwrap().extend_from_slice(path.as_bytes());
+    p.seen.lock().unwrap().extend_from_slice(&body);
     if let (true, Mode::FlipRequest(i)) = (infer, mode) {
         body[i] ^= 1;
     }
@@ -142,6 +146,7 @@ async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     let status = resp.status();
     let ctype = resp.headers().get("content-type").cloned();
     let mut out = resp.bytes().await.unwrap().to_vec();
+    p.seen.lock().unwrap().extend_from_slice(&out);
     if infer && status.is_success() {
         let mut f = frames(&out);
         match mode {
@@ -174,6 +179,7 @@ async fn start_proxy(backend: String) -> (Arc<Proxy>, String) {
         backend: Mutex::new(backend),
         mode: Mutex::new(Mode::Pass),
         attestations: AtomicUsize::new(0),
+        seen: Mutex::new(Vec::new()),
         http: reqwest::Client::builder().no_proxy().build().unwrap(),
     });
     let app = axum::Router::new().fallback(forward).with_state(proxy.clone());
@@ -251,6 +257,15 @@ async fn tampering_between_gateway_and_worker_is_a_clear_error() {
     let (status, _, body) = s.chat(true).await;
     assert_eq!(status, 200);
     assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    // The operator's network saw neither the prompt nor any piece of the answer.
+    let seen = proxy.seen.lock().unwrap().clone();
+    assert!(seen.len() > 1000);
+    for secret in ["capital", "France", "Paris", "What is"] {
+        assert!(
+            !seen.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret:?} crossed the network in clear"
+        );
+    }
 
     // Whole answers: one delta and the final frame.
     for mode in [
