@@ -94,21 +94,11 @@ fn http(method: &str, url: &str, body: Option<&str>) -> Reply {
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let text = String::from_utf8(raw).unwrap();
-    let (head, mut rest) = text.split_once("\r\n\r\n").unwrap();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     let headers = head.to_ascii_lowercase();
     let body = if headers.contains("transfer-encoding: chunked") {
-        let mut out = String::new();
-        loop {
-            let (size, after) = rest.split_once("\r\n").unwrap();
-            let size = usize::from_str_radix(size.trim(), 16).unwrap();
-            if size == 0 {
-                break;
-            }
-            out.push_str(&after[..size]);
-            rest = &after[size + 2..];
-        }
-        out
+        dechunk(rest)
     } else {
         rest.to_owned()
     };
@@ -361,14 +351,78 @@ fn confidential_chat_through_gateway_and_worker() {
         drop(strict);
     }
 
+    // The worker is killed mid-stream: the user gets an error event, never a cut answer ending in [DONE].
+    let cut = killed_mid_stream(&base, worker);
+    assert!(!cut.contains("[DONE]"), "{cut}");
+    let last = sse_data(&cut).pop().unwrap();
+    assert_eq!(json(&last)["error"]["type"], "integrity_error", "{cut}");
+    assert!(
+        last.contains("truncated") || last.contains("mid-answer"),
+        "{last}"
+    );
+
     drop(gateway);
-    drop(worker);
     // The operator's logs, at trace level, hold neither the prompt nor the answer.
     let log = std::fs::read_to_string(d.join("worker.log")).unwrap();
     assert!(log.contains("request served"), "{log}");
     for secret in [FRANCE, "capital of France", answer.trim()] {
         assert!(!log.contains(secret), "the worker's log contains {secret:?}");
     }
+}
+
+/// Starts a long streamed answer, kills the worker once the first words arrived, returns the SSE body.
+fn killed_mid_stream(base: &str, mut worker: Proc) -> String {
+    let body = serde_json::json!({
+        "model": "smollm2",
+        "temperature": 0,
+        "max_tokens": 400,
+        "stream": true,
+        "messages": [{ "role": "user", "content": "Write a long story about a lighthouse keeper." }],
+    })
+    .to_string();
+    let host = base.strip_prefix("http://").unwrap().split('/').next().unwrap();
+    let mut s = TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Wait for a few content chunks, then kill the worker.
+    while raw.windows(9).filter(|w| w == b"\"content\"").count() < 4 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended early: {}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&buf[..n]);
+    }
+    worker.child.kill().unwrap();
+    worker.child.wait().unwrap();
+    s.read_to_end(&mut raw).unwrap();
+    drop(worker);
+    let text = String::from_utf8(raw).unwrap();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.to_ascii_lowercase().contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    dechunk(rest)
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    out
 }
 
 const OPENAI_SCRIPT: &str = r#"
