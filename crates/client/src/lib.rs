@@ -32,6 +32,10 @@ pub struct ClientConfig {
     pub attestation_ttl: Duration,
     /// Connection timeout (default 10 s).
     pub connect_timeout: Duration,
+    /// Time limit of an attestation round trip (default 30 s).
+    pub attestation_timeout: Duration,
+    /// Time limit of provisioning, which includes decrypting and loading the model (default 10 min).
+    pub provision_timeout: Duration,
 }
 
 impl ClientConfig {
@@ -40,6 +44,8 @@ impl ClientConfig {
             policy,
             attestation_ttl: Duration::from_secs(300),
             connect_timeout: Duration::from_secs(10),
+            attestation_timeout: Duration::from_secs(30),
+            provision_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -215,6 +221,7 @@ impl WorkerClient {
         let resp = self
             .http
             .post(format!("{}/v1/provision", self.url))
+            .timeout(self.config.provision_timeout)
             .header("content-type", "application/json")
             .body(body)
             .send()

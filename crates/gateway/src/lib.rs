@@ -72,6 +72,7 @@ impl Gateway {
         Router::new()
             .route("/v1/chat/completions", post(openai::chat_completions))
             .route("/v1/models", get(openai::models))
+            .route("/v1/models/{id}", get(openai::model))
             .fallback(openai::not_found)
             .with_state(self.clone())
     }

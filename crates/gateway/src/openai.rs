@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -134,6 +134,29 @@ pub(crate) async fn models(State(gw): State<Gateway>) -> Response {
         .map(|m| json!({ "id": m.name, "object": "model", "created": 0, "owned_by": "veil" }))
         .collect();
     let mut resp = axum::Json(json!({ "object": "list", "data": data })).into_response();
+    resp.headers_mut()
+        .insert(ATTESTATION_HEADER, attestation_value(worker.simulated()));
+    resp
+}
+
+pub(crate) async fn model(State(gw): State<Gateway>, Path(id): Path<String>) -> Response {
+    let worker = match gw.client.worker().await {
+        Ok(w) => w,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let mut resp = if worker.models.iter().any(|m| m.name == id) {
+        axum::Json(json!({ "id": id, "object": "model", "created": 0, "owned_by": "veil" })).into_response()
+    } else {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            kind: "invalid_request_error",
+            code: "model_not_found",
+            param: Some("model"),
+            message: format!("the model {id:?} does not exist on this worker"),
+            simulated: None,
+        }
+        .into_response()
+    };
     resp.headers_mut()
         .insert(ATTESTATION_HEADER, attestation_value(worker.simulated()));
     resp

@@ -394,6 +394,11 @@ async fn openai_errors_for_bad_requests() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let r = http.get(format!("{base}/models/scripted")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-veil-attestation"], "simulated");
+    let r = http.get(format!("{base}/models/other")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
     let r = http.get(format!("{base}/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(error_of(&r.text().await.unwrap())["code"], "unknown_url");
