@@ -470,3 +470,54 @@ fn python_openai(base: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn bad_arguments_and_unreachable_workers_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = dir.path().join("blobs");
+    let fails = |cmd: &mut Command, needle: &str| {
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cmd:?} succeeded");
+        assert!(err.contains(needle), "{cmd:?}: {err}");
+    };
+    fails(
+        veil()
+            .args(["worker", "serve", "--model", "smollm2", "--blobs"])
+            .arg(&blobs),
+        "expected NAME=BUNDLE_ADDRESS",
+    );
+    fails(
+        veil()
+            .args(["worker", "serve", "--model", "smollm2=nope", "--blobs"])
+            .arg(&blobs),
+        "--model",
+    );
+    fails(
+        veil().args([
+            "gateway",
+            "--worker",
+            "http://127.0.0.1:1",
+            "--allow-measurement",
+            "bad",
+        ]),
+        "expected REGISTER=HEX",
+    );
+    let key = dir.path().join("key");
+    fails(
+        veil()
+            .args([
+                "worker",
+                "provision",
+                "--worker",
+                "http://127.0.0.1:1",
+                "--model",
+                "m",
+                "--bundle",
+            ])
+            .arg(format!("sha256:{}", "00".repeat(32)))
+            .arg("--key-file")
+            .arg(&key),
+        "cannot reach the worker",
+    );
+}
