@@ -245,9 +245,12 @@ impl WorkerClient {
                 tracing::info!(url = %self.url, "worker could not open the request: re-attesting");
                 self.forget();
                 let worker = self.attest().await?;
+                // A wholly fresh request: a new nonce, and a new response key, so that no key ever seals
+                // two streams (a worker may have opened the first attempt after all).
                 let mut fresh = req;
                 fresh.nonce = veil_crypto::rand::array::<16>()?;
                 fresh.timestamp_ms = veil_types::now_ms();
+                fresh.response_key = Secret32::generate()?;
                 self.send(&worker, &fresh).await
             }
             other => other,
