@@ -269,34 +269,21 @@ async fn replayed_stale_tampered_and_misrouted_requests_are_refused() {
     let sealed = seal_request(&worker.hpke_public_key, &request("scripted", false)).unwrap();
     let first = raw_frames(&client, &sealed.body).await;
     open_all(&mut ResponseOpener::new(&sealed, key), &first).unwrap();
-    let replay = raw_frames(&client, &sealed.body).await;
-    let err = open_all(&mut ResponseOpener::new(&sealed, key), &replay).unwrap_err();
+    let err = client.post_sealed(&sealed.body).await.unwrap_err();
     assert!(
-        matches!(
-            err,
-            ClientError::Worker {
-                kind: ErrorKind::Replay,
-                ..
-            }
-        ),
+        matches!(&err, ClientError::Rejected { status: 409, code, .. } if code == "replay"),
         "{err}"
     );
 
     let mut old = request("scripted", false);
     old.timestamp_ms -= 120_000;
     let sealed = seal_request(&worker.hpke_public_key, &old).unwrap();
-    let frames = raw_frames(&client, &sealed.body).await;
-    let err = open_all(&mut ResponseOpener::new(&sealed, key), &frames).unwrap_err();
+    let err = client.post_sealed(&sealed.body).await.unwrap_err();
     assert!(
-        matches!(
-            err,
-            ClientError::Worker {
-                kind: ErrorKind::Stale,
-                ..
-            }
-        ),
+        matches!(&err, ClientError::Rejected { status: 400, code, .. } if code == "stale"),
         "{err}"
     );
+    assert!(err.to_string().contains("off the worker's clock"), "{err}");
 
     let sealed = seal_request(&worker.hpke_public_key, &request("scripted", false)).unwrap();
     for pos in [0, 10, sealed.body.len() / 2, sealed.body.len() - 1] {

@@ -332,9 +332,9 @@ pub enum ErrorKind {
     InvalidRequest,
     /// The model is not served here, or its key was not provisioned yet.
     ModelNotReady,
-    /// The request's nonce was seen before.
+    /// The request's nonce was seen before (reserved: a worker refuses replays in clear, before sealing).
     Replay,
-    /// The request's timestamp is outside the worker's window.
+    /// The request's timestamp is outside the worker's window (reserved, as `Replay`).
     Stale,
     /// The engine failed.
     Internal,

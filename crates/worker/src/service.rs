@@ -259,8 +259,6 @@ async fn infer(AxState(worker): AxState<Worker>, body: Bytes) -> Response {
         }
     };
     drop(padded);
-    let mut sealer = FrameSealer::new(req.response_key.expose(), tags::INFER_RESPONSE, &request_hash);
-    let (tx, rx) = mpsc::channel(64);
     let refusal = match st.replay.lock() {
         Ok(mut guard) => guard
             .check(req.nonce, req.timestamp_ms, veil_types::now_ms())
@@ -268,34 +266,33 @@ async fn infer(AxState(worker): AxState<Worker>, body: Bytes) -> Response {
         Err(_) => Some(Refusal::Busy),
     };
     if let Some(refusal) = refusal {
-        let (kind, message) = match refusal {
+        // Refused before its nonce is recorded: answered in clear (it says nothing about the request's
+        // contents), never with a sealed frame, so that a response key never seals two different streams.
+        let (status, code, message) = match refusal {
             Refusal::Replay => (
-                ErrorKind::Replay,
+                StatusCode::CONFLICT,
+                "replay",
                 "this request was already served (replayed nonce); send a fresh request".to_owned(),
             ),
             Refusal::Stale { skew_ms, window_ms } => (
-                ErrorKind::Stale,
+                StatusCode::BAD_REQUEST,
+                "stale",
                 format!(
                     "the request's timestamp is {skew_ms} ms off the worker's clock (allowed: ±{window_ms} ms); \
                      check the clocks"
                 ),
             ),
             Refusal::Busy => (
-                ErrorKind::Internal,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
                 "the worker's replay cache is full; retry shortly".to_owned(),
             ),
         };
-        tracing::info!(
-            request_bytes = body.len(),
-            refusal = kind.as_str(),
-            "request refused"
-        );
-        let frame = seal_frame(&mut sealer, &ResponseEvent::Error { kind, message });
-        return match frame {
-            Ok(f) => frames_response(Body::from(f)),
-            Err(e) => plain_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-        };
+        tracing::info!(request_bytes = body.len(), refusal = code, "request refused");
+        return plain_error(status, code, message);
     }
+    let sealer = FrameSealer::new(req.response_key.expose(), tags::INFER_RESPONSE, &request_hash);
+    let (tx, rx) = mpsc::channel(64);
     let request_bytes = body.len();
     let worker2 = worker.clone();
     tokio::task::spawn_blocking(move || {
