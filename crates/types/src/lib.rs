@@ -304,6 +304,17 @@ impl InferRequest {
         let req: Self =
             serde_json::from_slice(json).map_err(|e| TypesError::json("inference request", &e))?;
         check_version("inference request", req.version)?;
+        let p = &req.params;
+        // JSON has no infinities, but an out-of-range number parses as one: refuse it here.
+        if ![p.temperature, p.top_p, p.presence_penalty, p.frequency_penalty]
+            .iter()
+            .all(|v| v.is_finite())
+        {
+            return Err(TypesError::Malformed {
+                what: "inference request",
+                why: "a sampling parameter is not a finite number".into(),
+            });
+        }
         Ok(req)
     }
 }
@@ -451,5 +462,11 @@ mod tests {
         assert!(InferRequest::from_padded(&veil_crypto::pad::pad(b"{not json").unwrap()).is_err());
         assert!(ResponseEvent::from_padded(&veil_crypto::pad::pad(b"{\"type\":\"nope\"}").unwrap()).is_err());
         assert!(AttestationDoc::from_json(b"[]").is_err());
+        let req = InferRequest::new("m", vec![], Params::default(), true).unwrap();
+        let json = serde_json::to_string(&req)
+            .unwrap()
+            .replace("\"temperature\":1.0", "\"temperature\":1e39");
+        let err = InferRequest::from_padded(&veil_crypto::pad::pad(json.as_bytes()).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("finite"), "{err}");
     }
 }
