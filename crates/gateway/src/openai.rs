@@ -278,6 +278,16 @@ fn parse_request(body: &[u8]) -> Result<(InferRequest, bool), ApiError> {
         presence_penalty: req.presence_penalty.unwrap_or(0.0),
         frequency_penalty: req.frequency_penalty.unwrap_or(0.0),
     };
+    for (name, v) in [
+        ("temperature", params.temperature),
+        ("top_p", params.top_p),
+        ("presence_penalty", params.presence_penalty),
+        ("frequency_penalty", params.frequency_penalty),
+    ] {
+        if !v.is_finite() {
+            return Err(ApiError::invalid(None, format!("{name} must be a finite number")));
+        }
+    }
     let include_usage = req
         .stream_options
         .unwrap_or_default()

@@ -366,6 +366,11 @@ async fn openai_errors_for_bad_requests() {
             "model".into(),
         ),
         (
+            r#"{"model":"scripted","temperature":1e39,"messages":[{"role":"user","content":"x"}]}"#,
+            400,
+            serde_json::Value::Null,
+        ),
+        (
             r#"{"model":"scripted","temperature":-1,"messages":[{"role":"user","content":"x"}]}"#,
             400,
             serde_json::Value::Null,
