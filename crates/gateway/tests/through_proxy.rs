@@ -410,3 +410,41 @@ async fn openai_errors_for_bad_requests() {
     running.stop().await.unwrap();
     worker.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn concurrent_requests_each_get_a_complete_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = start_worker(dir.path()).await;
+    let gateway = Gateway::new(&worker.url(), ClientConfig::new(Policy::development())).unwrap();
+    let running = gateway.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let http = http.clone();
+        let url = format!("{}/chat/completions", running.base_url());
+        tasks.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .json(&serde_json::json!({
+                    "model": "scripted",
+                    "stream": i % 2 == 0,
+                    "messages": [{"role": "user", "content": format!("question {i}")}],
+                }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let body = r.text().await.unwrap();
+            if i % 2 == 0 {
+                assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+            } else {
+                assert!(body.contains(&PIECES.concat()), "{body}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    running.stop().await.unwrap();
+    worker.stop().await.unwrap();
+}
