@@ -448,3 +448,36 @@ async fn concurrent_requests_each_get_a_complete_answer() {
     running.stop().await.unwrap();
     worker.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn attestation_is_cached_for_a_bounded_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = start_worker(dir.path()).await;
+    let (proxy, proxy_url) = start_proxy(worker.url()).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for (ttl, expected) in [
+        (std::time::Duration::from_secs(300), 1),
+        (std::time::Duration::ZERO, 3),
+    ] {
+        let before = proxy.attestations.load(Ordering::SeqCst);
+        let mut config = ClientConfig::new(Policy::development());
+        config.attestation_ttl = ttl;
+        let gateway = Gateway::new(&proxy_url, config).unwrap();
+        let running = gateway.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        for _ in 0..3 {
+            let r = http
+                .get(format!("{}/models", running.base_url()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        assert_eq!(
+            proxy.attestations.load(Ordering::SeqCst) - before,
+            expected,
+            "ttl {ttl:?}"
+        );
+        running.stop().await.unwrap();
+    }
+    worker.stop().await.unwrap();
+}
