@@ -9,6 +9,7 @@ pub mod attest;
 pub mod bench;
 pub mod bundle;
 pub mod chat;
+pub mod devnet;
 pub mod gateway;
 pub mod model;
 pub mod worker;
@@ -43,6 +44,9 @@ pub enum Command {
     Worker(worker::WorkerCommand),
     /// OpenAI-compatible endpoint on this machine, sealing requests to an attested worker.
     Gateway(gateway::GatewayArgs),
+    /// A whole local network in one command: fetch and seal the model, start an attested worker (simulated
+    /// TEE) and an OpenAI-compatible gateway, provision the key; prints the base URL. Ctrl-C stops it.
+    Devnet(devnet::DevnetArgs),
 }
 
 /// Runs one parsed command line.
@@ -55,6 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Worker(cmd) => worker::run(cmd),
         Command::Gateway(args) => gateway::run(args),
+        Command::Devnet(args) => devnet::run(args),
     }
 }
 
