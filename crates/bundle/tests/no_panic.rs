@@ -53,11 +53,11 @@ fn noise_never_opens_and_never_panics() {
     veil_bundle::open(&valid[..], &key, &mut sink).unwrap();
     let header_len = BundleHeader::read_from(&mut &valid[..]).unwrap().1.len();
     let mut rng = Rng(21);
-    for round in 0..2_000 {
+    for round in 0..2_000u32 {
         let mut input = rng.bytes(300);
         // Every other input keeps a valid prefix (header, and sometimes the stream header), so the
         // checks behind the magic are reached too.
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             let keep = (header_len + (rng.next() % 60) as usize).min(valid.len());
             let n = keep.min(input.len());
             input[..n].copy_from_slice(&valid[..n]);

@@ -31,7 +31,7 @@ impl Rng {
     fn input(&mut self, max: usize, prefix: &[u8]) -> Vec<u8> {
         let len = (self.next() % max as u64) as usize;
         let mut v: Vec<u8> = (0..len).map(|_| self.next() as u8).collect();
-        if self.next() % 4 == 0 {
+        if self.next().is_multiple_of(4) {
             let n = prefix.len().min(v.len());
             v[..n].copy_from_slice(&prefix[..n]);
         }
