@@ -110,11 +110,12 @@ impl Devnet {
     /// Sends `signal` (`INT`, `TERM`) with `kill` and waits, bounded, for the exit.
     fn signal_and_wait(&mut self, signal: &str) -> (ExitStatus, Duration) {
         let started = Instant::now();
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
+        // The shell's built-in `kill`: present wherever `sh` is, unlike /bin/kill.
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -{signal} {}", self.child.id()))
             .status()
-            .expect("run kill");
+            .expect("run sh -c kill");
         assert!(status.success(), "kill -{signal} failed");
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
