@@ -143,13 +143,15 @@ pub fn encrypt(
     )
 }
 
+// The work is done by non-generic functions over `dyn Read`/`dyn Write`, so the AEAD code is compiled (and
+// optimised) in this crate rather than in every caller's, whatever their build profile.
 fn encrypt_with_salt(
     key: &[u8; 32],
     aad: &[u8],
     chunk_size: u32,
     salt: [u8; 32],
-    mut input: impl Read,
-    mut output: impl Write,
+    mut input: &mut dyn Read,
+    output: &mut dyn Write,
 ) -> Result<StreamSummary> {
     let mut header = [0u8; HEADER_LEN];
     header[..8].copy_from_slice(MAGIC);
@@ -228,6 +230,15 @@ pub fn decrypt(
     aad: &[u8],
     mut input: impl Read,
     mut output: impl Write,
+) -> Result<StreamSummary> {
+    decrypt_dyn(key, aad, &mut input, &mut output)
+}
+
+fn decrypt_dyn(
+    key: &[u8; 32],
+    aad: &[u8],
+    mut input: &mut dyn Read,
+    output: &mut dyn Write,
 ) -> Result<StreamSummary> {
     let mut header = [0u8; HEADER_LEN];
     let n = fill(&mut input, &mut header).map_err(io_err("reading the stream header"))?;
@@ -459,7 +470,15 @@ mod tests {
     #[test]
     fn pinned_vector() {
         let mut ct = Vec::new();
-        encrypt_with_salt(&K, b"aad", 16, [7u8; 32], &b"hello, veil streams"[..], &mut ct).unwrap();
+        encrypt_with_salt(
+            &K,
+            b"aad",
+            16,
+            [7u8; 32],
+            &mut &b"hello, veil streams"[..],
+            &mut ct,
+        )
+        .unwrap();
         assert_eq!(
             hex::encode(&ct),
             "5645494c5354524d01000000100707070707070707070707070707070707070707070707070707070707070707a41bf708ff2f7c58ba1c94668fcd76ca5ccf984e5760b94af782989bbe355c4ee794cb4fec8d3319259abc38d667d25a429668"
