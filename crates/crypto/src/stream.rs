@@ -105,11 +105,18 @@ fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Reads up to `want` bytes into `buf` (which may already hold a carried-over first byte), then peeks one
 /// more byte to learn whether this is the last chunk. Returns `(is_last, carried byte for the next chunk)`.
+///
+/// The buffer grows with the bytes that actually arrive until it has held one whole chunk, so a hostile
+/// header that announces 64 MiB chunks in front of a few bytes costs a few bytes, not 64 MiB.
 fn read_chunk(r: &mut impl Read, buf: &mut Vec<u8>, want: usize) -> io::Result<(bool, Option<u8>)> {
     let have = buf.len();
-    buf.resize(want, 0);
-    let n = fill(r, &mut buf[have..])?;
-    buf.truncate(have + n);
+    if buf.capacity() >= want {
+        buf.resize(want, 0);
+        let n = fill(r, &mut buf[have..])?;
+        buf.truncate(have + n);
+    } else {
+        r.by_ref().take((want - have) as u64).read_to_end(buf)?;
+    }
     if buf.len() < want {
         return Ok((true, None));
     }
@@ -250,7 +257,8 @@ fn decrypt_dyn(
     let chunk_size = parse_header(&header)?;
     let cc = ChunkCipher::new(key, &header, aad);
     let want = chunk_size as usize + TAG_LEN;
-    let mut buf = Zeroizing::new(Vec::with_capacity(want));
+    // Untrusted chunk size: start small and let `read_chunk` grow the buffer as ciphertext arrives.
+    let mut buf = Zeroizing::new(Vec::with_capacity(want.min(64 << 10)));
     let mut summary = StreamSummary {
         plaintext_len: 0,
         ciphertext_len: HEADER_LEN as u64,
@@ -464,6 +472,34 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("chunk 1 failed")
+        );
+    }
+
+    #[test]
+    fn a_huge_announced_chunk_costs_only_what_arrives() {
+        let mut buf = Vec::new();
+        let (last, carry) =
+            read_chunk(&mut &[1u8; 10][..], &mut buf, MAX_CHUNK_SIZE as usize + TAG_LEN).unwrap();
+        assert!(last && carry.is_none());
+        assert_eq!(buf, [1u8; 10]);
+        assert!(
+            buf.capacity() < 1 << 20,
+            "allocated {} bytes for 10",
+            buf.capacity()
+        );
+
+        let mut header = encrypt_to_vec(&K, b"", CS, b"")
+            .unwrap()
+            .into_iter()
+            .take(HEADER_LEN)
+            .collect::<Vec<_>>();
+        header[9..13].copy_from_slice(&MAX_CHUNK_SIZE.to_be_bytes());
+        header.extend_from_slice(&[0u8; 40]);
+        assert!(
+            decrypt_to_vec(&K, b"", &header)
+                .unwrap_err()
+                .to_string()
+                .contains("chunk 0 failed")
         );
     }
 
