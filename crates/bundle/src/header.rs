@@ -6,7 +6,7 @@
 //! ```
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io::Read;
 
 use veil_crypto::stream::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 
@@ -167,21 +167,10 @@ impl BundleHeader {
 
 /// Reads until `buf` is full or the reader ends; returns the bytes read.
 pub(crate) fn fill(r: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => {
-                return Err(BundleError::Io {
-                    context: "cannot read the bundle".into(),
-                    source,
-                });
-            }
-        }
-    }
-    Ok(n)
+    veil_crypto::stream::read_full(r, buf).map_err(|source| BundleError::Io {
+        context: "cannot read the bundle".into(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -89,7 +89,12 @@ fn io_err(during: &'static str) -> impl Fn(io::Error) -> CryptoError {
     }
 }
 
-/// Reads until `buf` is full or the reader is exhausted; returns the bytes read.
+/// Reads until `buf` is full or the reader is exhausted (retrying on `Interrupted`); returns the bytes read.
+/// Unlike `read_exact`, a short read is not an error: the caller learns how much arrived.
+pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    fill(r, buf)
+}
+
 fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
