@@ -1,0 +1,656 @@
+//! The ledger: genesis, mempool admission checks, deterministic block execution, epoch re-keying,
+//! owner-only queries, snapshots.
+//!
+//! Execution rules (see `docs/ledger.md`):
+//!
+//! - A block at height `h` runs in epoch `h / epoch_length`. When `h` starts a new epoch, the key ring
+//!   ratchets and the whole state is re-encrypted and re-slotted under the new state key *before* the
+//!   block's transactions run. Envelopes sealed to the current or the previous epoch execute.
+//! - An envelope that cannot be decoded, opened or verified, is for another chain, offers too low a
+//!   fee, has the wrong nonce, or whose sender cannot pay even the fee, is *rejected*: skipped with a
+//!   reason code, no state change, no receipt (a replayed envelope can never overwrite a receipt).
+//! - Otherwise the schedule's fee for its size bucket is charged, the nonce is consumed, and a receipt
+//!   is stored under (sender, nonce). The transfer then either *applies* (amount moved, one history
+//!   entry each for sender and recipient) or *fails* (balance short of the amount; only the fee moves).
+//! - The block's fees are summed and credited at the end of the block: an equal share to every
+//!   validator fee account, the remainder of the division to the fee pool entry.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use veil_crypto::kdf::Seed;
+use veil_crypto::sign::Address;
+
+use crate::codec::{Reader, put_lp};
+use crate::error::{LedgerError, QueryError, RejectReason, Result, TxError};
+use crate::genesis::Genesis;
+use crate::keys::KeyRing;
+use crate::query::{
+    self, Answer, Direction, HistoryEntry, MAX_HISTORY_PAGE, QueryKind, Receipt, ReceiptStatus,
+};
+use crate::state::{AccountRecord, MAX_STATE_VALUE, State, StateKey, StateValue};
+use crate::tx::{self, Envelope, FailureReason, MAX_ENVELOPE_BYTES, SignedTx, TxKind, envelope_id};
+
+/// Magic bytes of a snapshot.
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"VEILSNAP";
+/// Version byte of a snapshot.
+pub const SNAPSHOT_VERSION: u8 = 1;
+
+/// An account's balance and next nonce (read inside the enclave; never log it).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct Account {
+    /// The balance.
+    pub balance: u64,
+    /// The next nonce the account must use.
+    pub nonce: u64,
+}
+
+impl fmt::Debug for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Account(<confidential>)")
+    }
+}
+
+/// A transaction that passed [`Ledger::check`] (the mempool's view of it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// The envelope id.
+    pub id: [u8; 32],
+    /// The envelope's epoch.
+    pub epoch: u64,
+    /// The sender's address.
+    pub sender: Address,
+    /// The transaction's nonce.
+    pub nonce: u64,
+    /// The fee it will be charged (the schedule's, for its bucket).
+    pub fee: u64,
+    /// What it spends: amount plus fee.
+    pub cost: u64,
+    /// The sender's account nonce now.
+    pub account_nonce: u64,
+    /// The sender's balance now.
+    pub balance: u64,
+    /// The envelope's size in bytes.
+    pub size: usize,
+}
+
+impl fmt::Debug for Admission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Admission(id {}, epoch {}, <confidential>)",
+            hex::encode(self.id),
+            self.epoch
+        )
+    }
+}
+
+/// What became of one envelope of a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxStatus {
+    /// Executed: fee charged, amount moved.
+    Applied,
+    /// Executed and failed: fee charged, nonce consumed, a failure receipt stored.
+    Failed(FailureReason),
+    /// Skipped without any state change.
+    Rejected(RejectReason),
+}
+
+/// One envelope's result: its id (hash of its bytes, whatever they were) and status. Holds no
+/// confidential data, but whether a transaction failed is still the sender's business: keep these
+/// inside the node (metrics count them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxResult {
+    /// [`envelope_id`] of the bytes.
+    pub id: [u8; 32],
+    /// What happened.
+    pub status: TxStatus,
+}
+
+/// The result of executing a block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockOutcome {
+    /// The block's height.
+    pub height: u64,
+    /// The epoch it ran in.
+    pub epoch: u64,
+    /// The state root after it.
+    pub state_root: [u8; 32],
+    /// Envelopes applied.
+    pub applied: u32,
+    /// Envelopes executed that failed (fee charged).
+    pub failed: u32,
+    /// Envelopes skipped.
+    pub rejected: u32,
+    /// Per envelope, in block order.
+    pub results: Vec<TxResult>,
+}
+
+/// The ledger state machine of one validator.
+pub struct Ledger {
+    genesis: Genesis,
+    genesis_hash: [u8; 32],
+    keys: KeyRing,
+    state: State,
+    height: u64,
+}
+
+impl fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Ledger(chain {}, height {}, epoch {}, root {}, {} entries)",
+            self.genesis.chain_id,
+            self.height,
+            self.epoch(),
+            hex::encode(self.state.root()),
+            self.state.len()
+        )
+    }
+}
+
+struct Opened {
+    tx: SignedTx,
+    fee: u64,
+}
+
+fn corrupt(e: String) -> LedgerError {
+    LedgerError::Corrupt(e)
+}
+
+impl Ledger {
+    /// The ledger at height 0: the genesis validated, its allocations applied, epoch 0.
+    pub fn genesis(genesis: &Genesis, seed_for_epoch0: Seed) -> Result<Self> {
+        genesis.validate()?;
+        let keys = KeyRing::new(seed_for_epoch0, 0);
+        let mut state = State::new();
+        for a in &genesis.allocations {
+            state
+                .put(
+                    keys.current(),
+                    &StateKey::Account(a.address),
+                    &StateValue::Account(AccountRecord {
+                        balance: a.amount,
+                        ..AccountRecord::default()
+                    }),
+                )
+                .map_err(corrupt)?;
+        }
+        state.commit(0, 0);
+        Ok(Self {
+            genesis: genesis.clone(),
+            genesis_hash: genesis.hash(),
+            keys,
+            state,
+            height: 0,
+        })
+    }
+
+    /// The height of the last executed block (0 at genesis).
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u64 {
+        self.keys.epoch()
+    }
+
+    /// The epoch a block at `height` runs in.
+    pub fn epoch_of(&self, height: u64) -> u64 {
+        height / self.genesis.epoch_length
+    }
+
+    /// The state root after the last block.
+    pub fn state_root(&self) -> [u8; 32] {
+        self.state.root()
+    }
+
+    /// The key ring (for the node: the public transaction key to publish, the seed to seal to disk).
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// The genesis hash (the chain id hash transactions sign).
+    pub fn genesis_hash(&self) -> [u8; 32] {
+        self.genesis_hash
+    }
+
+    /// The genesis this ledger runs.
+    pub fn genesis_config(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    /// The encrypted state (what an observer of the validator's disk would see).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    fn read_account(&self, address: &Address) -> std::result::Result<AccountRecord, String> {
+        match self
+            .state
+            .get(self.keys.current(), &StateKey::Account(*address))?
+        {
+            Some(StateValue::Account(a)) => Ok(a),
+            Some(_) => Err("an account slot holds another kind of value".into()),
+            None => Ok(AccountRecord::default()),
+        }
+    }
+
+    /// An account's balance and next nonce (zero for an account never seen). For the node's mempool;
+    /// answers to users go through [`Ledger::query`].
+    pub fn account(&self, address: &Address) -> Result<Account> {
+        let a = self.read_account(address).map_err(corrupt)?;
+        Ok(Account {
+            balance: a.balance,
+            nonce: a.nonce,
+        })
+    }
+
+    /// The fee pool: the remainders of fee divisions.
+    pub fn fee_pool(&self) -> Result<u64> {
+        match self
+            .state
+            .get(self.keys.current(), &StateKey::FeePool)
+            .map_err(corrupt)?
+        {
+            Some(StateValue::FeePool(b)) => Ok(b),
+            Some(_) => Err(corrupt("the fee pool slot holds another kind of value".into())),
+            None => Ok(0),
+        }
+    }
+
+    /// Open, verify, chain id, fee: everything about an envelope that does not depend on the account.
+    fn open(&self, env: &Envelope) -> std::result::Result<Opened, TxError> {
+        let (tx, padded) = tx::open_sized(&self.keys, env)?;
+        if tx.body.chain_id_hash != self.genesis_hash {
+            return Err(TxError::WrongChain);
+        }
+        let fee = self
+            .genesis
+            .fees
+            .fee_for(padded)
+            .ok_or(TxError::NoFeeForSize { bucket: padded })?;
+        if tx.body.fee < fee {
+            return Err(TxError::FeeTooLow {
+                bucket: padded,
+                offered: tx.body.fee,
+                required: fee,
+            });
+        }
+        Ok(Opened { tx, fee })
+    }
+
+    /// Mempool admission of one envelope: decodes it, checks its epoch is the current or previous one,
+    /// opens it, verifies the signature, the chain id, the fee for its size, that its nonce is not used
+    /// and that the balance covers amount plus fee. Does not change anything.
+    pub fn check(&self, envelope_bytes: &[u8]) -> std::result::Result<Admission, TxError> {
+        let env = Envelope::decode(envelope_bytes)?;
+        let Opened { tx, fee } = self.open(&env)?;
+        let sender = tx.body.sender_address();
+        let acct = self.read_account(&sender).map_err(TxError::State)?;
+        if tx.body.nonce < acct.nonce {
+            return Err(TxError::NonceUsed {
+                nonce: tx.body.nonce,
+                account_nonce: acct.nonce,
+            });
+        }
+        let cost = tx.body.kind.amount().saturating_add(fee);
+        if acct.balance < cost {
+            return Err(TxError::InsufficientBalance {
+                need: cost,
+                have: acct.balance,
+            });
+        }
+        Ok(Admission {
+            id: envelope_id(envelope_bytes),
+            epoch: env.epoch,
+            sender,
+            nonce: tx.body.nonce,
+            fee,
+            cost,
+            account_nonce: acct.nonce,
+            balance: acct.balance,
+            size: envelope_bytes.len(),
+        })
+    }
+
+    /// Executes the block at `height` (which must be `self.height() + 1`; any other height is refused
+    /// without a change). Invalid envelopes are skipped with a reason; nothing in an envelope can make
+    /// this fail or panic. An `Err` other than [`LedgerError::UnexpectedHeight`] means the state is
+    /// corrupt: discard this ledger and restore it from a snapshot.
+    pub fn execute_block(&mut self, height: u64, envelopes: &[Vec<u8>]) -> Result<BlockOutcome> {
+        let expected = self.height.saturating_add(1);
+        if height != expected {
+            return Err(LedgerError::UnexpectedHeight {
+                got: height,
+                current: self.height,
+                expected,
+            });
+        }
+        let epoch = self.epoch_of(height);
+        if epoch > self.epoch() {
+            self.keys.advance_to(epoch);
+            let old = self
+                .keys
+                .get(epoch - 1)
+                .ok_or_else(|| LedgerError::Keys(format!("the key ring lost epoch {}'s keys", epoch - 1)))?;
+            self.state.rekey(old, self.keys.current()).map_err(corrupt)?;
+        }
+        let mut outcome = BlockOutcome {
+            height,
+            epoch,
+            state_root: [0; 32],
+            applied: 0,
+            failed: 0,
+            rejected: 0,
+            results: Vec::with_capacity(envelopes.len()),
+        };
+        let mut fees: u64 = 0;
+        for bytes in envelopes {
+            let status = self.execute_one(bytes, height, &mut fees)?;
+            match status {
+                TxStatus::Applied => outcome.applied += 1,
+                TxStatus::Failed(_) => outcome.failed += 1,
+                TxStatus::Rejected(_) => outcome.rejected += 1,
+            }
+            outcome.results.push(TxResult {
+                id: envelope_id(bytes),
+                status,
+            });
+        }
+        self.distribute_fees(fees)?;
+        self.state.commit(epoch, height);
+        self.height = height;
+        outcome.state_root = self.state.root();
+        Ok(outcome)
+    }
+
+    fn put(&mut self, key: StateKey, value: StateValue) -> Result<()> {
+        self.state.put(self.keys.current(), &key, &value).map_err(corrupt)
+    }
+
+    fn execute_one(&mut self, bytes: &[u8], height: u64, fees: &mut u64) -> Result<TxStatus> {
+        if bytes.len() > MAX_ENVELOPE_BYTES {
+            return Ok(TxStatus::Rejected(RejectReason::Oversize));
+        }
+        let env = match Envelope::decode(bytes) {
+            Ok(e) => e,
+            Err(e) => return Ok(TxStatus::Rejected(e.reason())),
+        };
+        let Opened { tx, fee } = match self.open(&env) {
+            Ok(o) => o,
+            Err(e) => return Ok(TxStatus::Rejected(e.reason())),
+        };
+        let sender = tx.body.sender_address();
+        let mut acct = self.read_account(&sender).map_err(corrupt)?;
+        if tx.body.nonce < acct.nonce {
+            return Ok(TxStatus::Rejected(RejectReason::NonceUsed));
+        }
+        if tx.body.nonce > acct.nonce {
+            return Ok(TxStatus::Rejected(RejectReason::NonceGap));
+        }
+        if acct.balance < fee {
+            return Ok(TxStatus::Rejected(RejectReason::CannotPayFee));
+        }
+        // From here the transaction executes: fee charged, nonce consumed, receipt stored.
+        acct.balance -= fee;
+        acct.nonce += 1;
+        *fees = fees
+            .checked_add(fee)
+            .ok_or_else(|| corrupt("fee sum overflows".into()))?;
+        let nonce = tx.body.nonce;
+        let status = match tx.body.kind {
+            TxKind::Transfer { to, amount } => self.transfer(sender, acct, to, amount, fee, nonce, height)?,
+        };
+        let receipt = Receipt {
+            tx_id: envelope_id(bytes),
+            nonce,
+            height,
+            fee,
+            status: match status {
+                TxStatus::Failed(r) => ReceiptStatus::Failed(r),
+                _ => ReceiptStatus::Applied,
+            },
+        };
+        self.put(StateKey::Receipt(sender, nonce), StateValue::Receipt(receipt))?;
+        Ok(status)
+    }
+
+    /// Moves `amount` from `sender` (whose record `acct` already paid the fee) to `to`; writes the
+    /// records and history entries.
+    #[allow(clippy::too_many_arguments)]
+    fn transfer(
+        &mut self,
+        sender: Address,
+        mut acct: AccountRecord,
+        to: Address,
+        amount: u64,
+        fee: u64,
+        nonce: u64,
+        height: u64,
+    ) -> Result<TxStatus> {
+        let entry = |direction, counterparty, fee| HistoryEntry {
+            height,
+            direction,
+            counterparty,
+            amount,
+            fee,
+            nonce,
+        };
+        if acct.balance < amount {
+            self.put(StateKey::Account(sender), StateValue::Account(acct))?;
+            return Ok(TxStatus::Failed(FailureReason::InsufficientBalance));
+        }
+        if to == sender {
+            let i = acct.history_len;
+            acct.history_len += 2;
+            self.put(StateKey::Account(sender), StateValue::Account(acct))?;
+            self.put(
+                StateKey::History(sender, i),
+                StateValue::History(entry(Direction::Sent, to, fee)),
+            )?;
+            self.put(
+                StateKey::History(sender, i + 1),
+                StateValue::History(entry(Direction::Received, sender, 0)),
+            )?;
+            return Ok(TxStatus::Applied);
+        }
+        let mut rec = self.read_account(&to).map_err(corrupt)?;
+        let Some(credited) = rec.balance.checked_add(amount) else {
+            self.put(StateKey::Account(sender), StateValue::Account(acct))?;
+            return Ok(TxStatus::Failed(FailureReason::Overflow));
+        };
+        acct.balance -= amount;
+        let si = acct.history_len;
+        acct.history_len += 1;
+        rec.balance = credited;
+        let ri = rec.history_len;
+        rec.history_len += 1;
+        self.put(StateKey::Account(sender), StateValue::Account(acct))?;
+        self.put(StateKey::Account(to), StateValue::Account(rec))?;
+        self.put(
+            StateKey::History(sender, si),
+            StateValue::History(entry(Direction::Sent, to, fee)),
+        )?;
+        self.put(
+            StateKey::History(to, ri),
+            StateValue::History(entry(Direction::Received, sender, 0)),
+        )?;
+        Ok(TxStatus::Applied)
+    }
+
+    fn distribute_fees(&mut self, fees: u64) -> Result<()> {
+        if fees == 0 {
+            return Ok(());
+        }
+        let validators: Vec<Address> = self.genesis.validators.iter().map(|v| v.address).collect();
+        let n = validators.len() as u64;
+        let share = fees / n;
+        let remainder = fees % n;
+        if share > 0 {
+            for v in validators {
+                let mut a = self.read_account(&v).map_err(corrupt)?;
+                a.balance = a
+                    .balance
+                    .checked_add(share)
+                    .ok_or_else(|| corrupt("a validator balance overflows".into()))?;
+                self.put(StateKey::Account(v), StateValue::Account(a))?;
+            }
+        }
+        if remainder > 0 {
+            let pool = self.fee_pool()?;
+            let pool = pool
+                .checked_add(remainder)
+                .ok_or_else(|| corrupt("the fee pool overflows".into()))?;
+            self.put(StateKey::FeePool, StateValue::FeePool(pool))?;
+        }
+        Ok(())
+    }
+
+    /// Answers a sealed, signed query about the asker's own account, sealed to the asker's reply key.
+    pub fn query(&self, sealed_query: &[u8]) -> std::result::Result<Vec<u8>, QueryError> {
+        let q = query::open_query(&self.keys, sealed_query)?;
+        let address = q.asker.address();
+        let keys = self.keys.current();
+        let state = |e: String| QueryError::State(e);
+        let answer = match q.kind {
+            QueryKind::Balance => {
+                let a = self.read_account(&address).map_err(state)?;
+                Answer::Balance {
+                    balance: a.balance,
+                    nonce: a.nonce,
+                }
+            }
+            QueryKind::Receipt { nonce } => {
+                match self
+                    .state
+                    .get(keys, &StateKey::Receipt(address, nonce))
+                    .map_err(state)?
+                {
+                    Some(StateValue::Receipt(r)) => Answer::Receipt(Some(r)),
+                    _ => Answer::Receipt(None),
+                }
+            }
+            QueryKind::History { from, limit } => {
+                let a = self.read_account(&address).map_err(state)?;
+                let end = from
+                    .saturating_add(u64::from(limit.min(MAX_HISTORY_PAGE)))
+                    .min(a.history_len);
+                let mut entries = Vec::new();
+                for i in from..end {
+                    if let Some(StateValue::History(h)) = self
+                        .state
+                        .get(keys, &StateKey::History(address, i))
+                        .map_err(state)?
+                    {
+                        entries.push(h);
+                    }
+                }
+                Answer::History(entries)
+            }
+        };
+        query::seal_answer(&q.reply_key, &query::query_id(sealed_query), self.height, &answer)
+    }
+
+    /// The state as bytes, for another validator to [`Ledger::restore`]: ciphertext entries and public
+    /// metadata only, never keys.
+    ///
+    /// `"VEILSNAP" | version (1) = 1 | genesis hash (32) | height (u64) | epoch (u64) | root (32)
+    /// | count (u64) | count × (slot (32) | length (u32) | ciphertext)`, entries in slot order.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(89 + self.state.len() * (36 + crate::state::STATE_CIPHERTEXT_LEN));
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.push(SNAPSHOT_VERSION);
+        out.extend_from_slice(&self.genesis_hash);
+        out.extend_from_slice(&self.height.to_be_bytes());
+        out.extend_from_slice(&self.epoch().to_be_bytes());
+        out.extend_from_slice(&self.state.root());
+        out.extend_from_slice(&(self.state.len() as u64).to_be_bytes());
+        for (slot, ct) in self.state.entries() {
+            out.extend_from_slice(slot);
+            put_lp(&mut out, ct);
+        }
+        out
+    }
+
+    /// Rebuilds a ledger from a snapshot: checks the genesis, recomputes the root from the entries and
+    /// compares it, ratchets `keys` to the snapshot's epoch (they must hold the previous epoch's keys
+    /// too, see [`KeyRing`]) and checks that every entry decrypts under them.
+    pub fn restore(genesis: &Genesis, mut keys: KeyRing, snapshot: &[u8]) -> Result<Self> {
+        genesis.validate()?;
+        let bad = LedgerError::Snapshot;
+        let mut r = Reader::new(snapshot);
+        if r.take(8, "magic").map_err(bad)? != SNAPSHOT_MAGIC {
+            return Err(bad("not a Veil ledger snapshot (bad magic)".into()));
+        }
+        let version = r.u8("version").map_err(bad)?;
+        if version != SNAPSHOT_VERSION {
+            return Err(bad(format!(
+                "unsupported snapshot version {version} (this build reads version {SNAPSHOT_VERSION})"
+            )));
+        }
+        let genesis_hash: [u8; 32] = r.array("genesis hash").map_err(bad)?;
+        if genesis_hash != genesis.hash() {
+            return Err(bad(
+                "the snapshot is of another network (its genesis hash differs)".into(),
+            ));
+        }
+        let height = r.u64("height").map_err(bad)?;
+        let epoch = r.u64("epoch").map_err(bad)?;
+        if epoch != height / genesis.epoch_length {
+            return Err(bad(format!(
+                "epoch {epoch} is not height {height}'s epoch ({})",
+                height / genesis.epoch_length
+            )));
+        }
+        let claimed: [u8; 32] = r.array("root").map_err(bad)?;
+        let count = r.u64("entry count").map_err(bad)?;
+        let mut entries = BTreeMap::new();
+        let mut last: Option<[u8; 32]> = None;
+        for _ in 0..count {
+            let slot: [u8; 32] = r.array("slot").map_err(bad)?;
+            let ct = r.lp(MAX_STATE_VALUE, "entry").map_err(bad)?;
+            if last.is_some_and(|l| l >= slot) {
+                return Err(bad("entries are not in strictly increasing slot order".into()));
+            }
+            last = Some(slot);
+            entries.insert(slot, ct.to_vec());
+        }
+        r.finish("snapshot").map_err(bad)?;
+        let mut state = State::new();
+        state.replace(entries);
+        state.commit(epoch, height);
+        if state.root() != claimed {
+            return Err(LedgerError::RootMismatch {
+                claimed: hex::encode(claimed),
+                computed: hex::encode(state.root()),
+            });
+        }
+        if keys.epoch() > epoch {
+            return Err(LedgerError::Keys(format!(
+                "the key ring is at epoch {}, past the snapshot's epoch {epoch}; restore a newer snapshot",
+                keys.epoch()
+            )));
+        }
+        keys.advance_to(epoch);
+        if epoch > 0 && !keys.has_previous() {
+            return Err(LedgerError::Keys(format!(
+                "the key ring holds no keys for epoch {} (the grace epoch); rebuild it from the seed it said to persist (KeyRing::seed, KeyRing::seed_epoch)",
+                epoch - 1
+            )));
+        }
+        state.verify_all(keys.current()).map_err(|e| {
+            LedgerError::Keys(format!(
+                "the snapshot does not open under these keys ({e}): wrong seed or seed epoch"
+            ))
+        })?;
+        Ok(Self {
+            genesis: genesis.clone(),
+            genesis_hash,
+            keys,
+            state,
+            height,
+        })
+    }
+}
