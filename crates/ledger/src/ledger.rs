@@ -29,7 +29,7 @@ use crate::query::{
     self, Answer, Direction, HistoryEntry, MAX_HISTORY_PAGE, QueryKind, Receipt, ReceiptStatus,
 };
 use crate::state::{AccountRecord, MAX_STATE_VALUE, State, StateKey, StateValue};
-use crate::tx::{self, Envelope, FailureReason, MAX_ENVELOPE_BYTES, SignedTx, TxKind, envelope_id};
+use crate::tx::{self, Envelope, FailureReason, SignedTx, TxKind, envelope_id};
 
 /// Magic bytes of a snapshot.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"VEILSNAP";
@@ -99,7 +99,7 @@ pub enum TxStatus {
 /// One envelope's result: its id (hash of its bytes, whatever they were) and status. Holds no
 /// confidential data, but whether a transaction failed is still the sender's business: keep these
 /// inside the node (metrics count them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct TxResult {
     /// [`envelope_id`] of the bytes.
     pub id: [u8; 32],
@@ -107,8 +107,14 @@ pub struct TxResult {
     pub status: TxStatus,
 }
 
+impl fmt::Debug for TxResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {:?}", hex::encode(&self.id[..8]), self.status)
+    }
+}
+
 /// The result of executing a block.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct BlockOutcome {
     /// The block's height.
     pub height: u64,
@@ -124,6 +130,20 @@ pub struct BlockOutcome {
     pub rejected: u32,
     /// Per envelope, in block order.
     pub results: Vec<TxResult>,
+}
+
+impl fmt::Debug for BlockOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockOutcome")
+            .field("height", &self.height)
+            .field("epoch", &self.epoch)
+            .field("state_root", &hex::encode(self.state_root))
+            .field("applied", &self.applied)
+            .field("failed", &self.failed)
+            .field("rejected", &self.rejected)
+            .field("results", &self.results)
+            .finish()
+    }
 }
 
 /// The ledger state machine of one validator.
@@ -149,9 +169,33 @@ impl fmt::Debug for Ledger {
     }
 }
 
-struct Opened {
-    tx: SignedTx,
-    fee: u64,
+/// An envelope opened and verified (decrypted, unpadded, decoded, signature checked): the expensive,
+/// state-independent part of admission and execution. [`Ledger::open_envelope_bytes`] produces it;
+/// the mempool keeps it so that [`Ledger::execute_block_with`] need not open the envelope again.
+/// Holds plaintext: keep it inside the enclave.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OpenedTx {
+    /// [`envelope_id`] of the envelope bytes.
+    pub id: [u8; 32],
+    /// The envelope's epoch.
+    pub epoch: u64,
+    /// The envelope's size in bytes.
+    pub size: usize,
+    /// The padded body size (the fee bucket).
+    pub padded_len: usize,
+    /// The verified transaction.
+    pub tx: SignedTx,
+}
+
+impl fmt::Debug for OpenedTx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "OpenedTx(id {}, epoch {}, <confidential>)",
+            hex::encode(self.id),
+            self.epoch
+        )
+    }
 }
 
 fn corrupt(e: String) -> LedgerError {
@@ -260,9 +304,31 @@ impl Ledger {
         }
     }
 
-    /// Open, verify, chain id, fee: everything about an envelope that does not depend on the account.
-    fn open(&self, env: &Envelope) -> std::result::Result<Opened, TxError> {
-        let (tx, padded) = tx::open_sized(&self.keys, env)?;
+    /// Decodes, opens and verifies an envelope with the key of its epoch (current or previous): one
+    /// X25519 and one Ed25519 verification. Pure and `&self`: a node may run it for many envelopes on
+    /// its own threads before admission or execution; and it is the unit a benchmark measures.
+    pub fn open_envelope_bytes(&self, bytes: &[u8]) -> std::result::Result<OpenedTx, TxError> {
+        let env = Envelope::decode(bytes)?;
+        let (tx, padded_len) = tx::open_sized(&self.keys, &env)?;
+        Ok(OpenedTx {
+            id: envelope_id(bytes),
+            epoch: env.epoch,
+            size: bytes.len(),
+            padded_len,
+            tx,
+        })
+    }
+
+    /// Epoch still held, chain id, fee: the checks of an opened envelope that do not depend on the
+    /// account. Returns the fee to charge.
+    fn fee_of(&self, o: &OpenedTx) -> std::result::Result<u64, TxError> {
+        if self.keys.get(o.epoch).is_none() {
+            return Err(TxError::WrongEpoch {
+                got: o.epoch,
+                current: self.keys.epoch(),
+            });
+        }
+        let (tx, padded) = (&o.tx, o.padded_len);
         if tx.body.chain_id_hash != self.genesis_hash {
             return Err(TxError::WrongChain);
         }
@@ -278,15 +344,20 @@ impl Ledger {
                 required: fee,
             });
         }
-        Ok(Opened { tx, fee })
+        Ok(fee)
     }
 
     /// Mempool admission of one envelope: decodes it, checks its epoch is the current or previous one,
     /// opens it, verifies the signature, the chain id, the fee for its size, that its nonce is not used
     /// and that the balance covers amount plus fee. Does not change anything.
     pub fn check(&self, envelope_bytes: &[u8]) -> std::result::Result<Admission, TxError> {
-        let env = Envelope::decode(envelope_bytes)?;
-        let Opened { tx, fee } = self.open(&env)?;
+        self.check_opened(&self.open_envelope_bytes(envelope_bytes)?)
+    }
+
+    /// [`Ledger::check`] of an envelope already opened with [`Ledger::open_envelope_bytes`].
+    pub fn check_opened(&self, opened: &OpenedTx) -> std::result::Result<Admission, TxError> {
+        let fee = self.fee_of(opened)?;
+        let tx = &opened.tx;
         let sender = tx.body.sender_address();
         let acct = self.read_account(&sender).map_err(TxError::State)?;
         if tx.body.nonce < acct.nonce {
@@ -303,15 +374,15 @@ impl Ledger {
             });
         }
         Ok(Admission {
-            id: envelope_id(envelope_bytes),
-            epoch: env.epoch,
+            id: opened.id,
+            epoch: opened.epoch,
             sender,
             nonce: tx.body.nonce,
             fee,
             cost,
             account_nonce: acct.nonce,
             balance: acct.balance,
-            size: envelope_bytes.len(),
+            size: opened.size,
         })
     }
 
@@ -320,6 +391,19 @@ impl Ledger {
     /// this fail or panic. An `Err` other than [`LedgerError::UnexpectedHeight`] means the state is
     /// corrupt: discard this ledger and restore it from a snapshot.
     pub fn execute_block(&mut self, height: u64, envelopes: &[Vec<u8>]) -> Result<BlockOutcome> {
+        self.execute_block_with(height, envelopes, |_| None)
+    }
+
+    /// [`Ledger::execute_block`], taking envelopes already opened by this node (e.g. at mempool
+    /// admission, [`crate::Mempool::opened`]) from `opened` by envelope id instead of opening them
+    /// again. The result is identical to `execute_block`'s: the epoch, chain id, fee, nonce and balance
+    /// checks all run again; only decryption and signature verification are skipped.
+    pub fn execute_block_with<'a>(
+        &mut self,
+        height: u64,
+        envelopes: &[Vec<u8>],
+        opened: impl Fn(&[u8; 32]) -> Option<&'a OpenedTx>,
+    ) -> Result<BlockOutcome> {
         let expected = self.height.saturating_add(1);
         if height != expected {
             return Err(LedgerError::UnexpectedHeight {
@@ -348,16 +432,20 @@ impl Ledger {
         };
         let mut fees: u64 = 0;
         for bytes in envelopes {
-            let status = self.execute_one(bytes, height, &mut fees)?;
+            let id = envelope_id(bytes);
+            let status = match opened(&id).filter(|o| o.id == id) {
+                Some(o) => self.execute_opened(o, height, &mut fees)?,
+                None => match self.open_envelope_bytes(bytes) {
+                    Ok(o) => self.execute_opened(&o, height, &mut fees)?,
+                    Err(e) => TxStatus::Rejected(e.reason()),
+                },
+            };
             match status {
                 TxStatus::Applied => outcome.applied += 1,
                 TxStatus::Failed(_) => outcome.failed += 1,
                 TxStatus::Rejected(_) => outcome.rejected += 1,
             }
-            outcome.results.push(TxResult {
-                id: envelope_id(bytes),
-                status,
-            });
+            outcome.results.push(TxResult { id, status });
         }
         self.distribute_fees(fees)?;
         self.state.commit(epoch, height);
@@ -370,18 +458,12 @@ impl Ledger {
         self.state.put(self.keys.current(), &key, &value).map_err(corrupt)
     }
 
-    fn execute_one(&mut self, bytes: &[u8], height: u64, fees: &mut u64) -> Result<TxStatus> {
-        if bytes.len() > MAX_ENVELOPE_BYTES {
-            return Ok(TxStatus::Rejected(RejectReason::Oversize));
-        }
-        let env = match Envelope::decode(bytes) {
-            Ok(e) => e,
+    fn execute_opened(&mut self, o: &OpenedTx, height: u64, fees: &mut u64) -> Result<TxStatus> {
+        let fee = match self.fee_of(o) {
+            Ok(f) => f,
             Err(e) => return Ok(TxStatus::Rejected(e.reason())),
         };
-        let Opened { tx, fee } = match self.open(&env) {
-            Ok(o) => o,
-            Err(e) => return Ok(TxStatus::Rejected(e.reason())),
-        };
+        let tx = &o.tx;
         let sender = tx.body.sender_address();
         let mut acct = self.read_account(&sender).map_err(corrupt)?;
         if tx.body.nonce < acct.nonce {
@@ -400,11 +482,13 @@ impl Ledger {
             .checked_add(fee)
             .ok_or_else(|| corrupt("fee sum overflows".into()))?;
         let nonce = tx.body.nonce;
-        let status = match tx.body.kind {
-            TxKind::Transfer { to, amount } => self.transfer(sender, acct, to, amount, fee, nonce, height)?,
+        let status = match &tx.body.kind {
+            TxKind::Transfer { to, amount } => {
+                self.transfer(sender, acct, *to, *amount, fee, nonce, height)?
+            }
         };
         let receipt = Receipt {
-            tx_id: envelope_id(bytes),
+            tx_id: o.id,
             nonce,
             height,
             fee,

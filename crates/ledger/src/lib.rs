@@ -23,7 +23,7 @@ pub mod tx;
 pub use error::{LedgerError, QueryError, RejectReason, TxError};
 pub use genesis::{Allocation, BucketFee, FeeSchedule, Genesis, ValidatorAccount};
 pub use keys::{EpochKeys, KeyRing};
-pub use ledger::{Account, Admission, BlockOutcome, Ledger, TxResult, TxStatus};
+pub use ledger::{Account, Admission, BlockOutcome, Ledger, OpenedTx, TxResult, TxStatus};
 pub use mempool::Mempool;
 pub use query::{
     Answer, Direction, HistoryEntry, MAX_HISTORY_PAGE, Query, QueryKind, Receipt, ReceiptStatus, open_answer,
@@ -32,7 +32,7 @@ pub use query::{
 pub use state::State;
 pub use tx::{
     Envelope, FailureReason, MAX_ENVELOPE_BYTES, SignedTx, TxBody, TxKind, envelope_id, open_envelope,
-    seal_transaction,
+    seal_signed, seal_transaction,
 };
 
 /// Domain tags of every hash, KDF, signature and HPKE purpose of the ledger.

@@ -7,15 +7,13 @@ use std::fmt;
 use veil_crypto::sign::Address;
 
 use crate::error::TxError;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, OpenedTx};
 use crate::tx::envelope_id;
 
 struct Entry {
-    id: [u8; 32],
     bytes: Vec<u8>,
-    epoch: u64,
+    opened: OpenedTx,
     sender: Address,
-    nonce: u64,
     cost: u64,
 }
 
@@ -78,6 +76,15 @@ impl Mempool {
         self.by_id.contains_key(id)
     }
 
+    /// The opened transaction of a waiting envelope, for [`Ledger::execute_block_with`]: blocks of
+    /// envelopes this node already admitted execute without opening them again.
+    pub fn opened(&self, id: &[u8; 32]) -> Option<&OpenedTx> {
+        self.by_id
+            .get(id)
+            .and_then(|seq| self.order.get(seq))
+            .map(|e| &e.opened)
+    }
+
     /// Admits an envelope: [`Ledger::check`], then its nonce must be the account's nonce plus the
     /// sender's pending count, and the balance must cover every pending cost plus this one.
     pub fn admit(&mut self, ledger: &Ledger, bytes: Vec<u8>) -> Result<[u8; 32], TxError> {
@@ -88,7 +95,8 @@ impl Mempool {
         if self.order.len() >= self.max_txs {
             return Err(TxError::MempoolFull { max: self.max_txs });
         }
-        let adm = ledger.check(&bytes)?;
+        let opened = ledger.open_envelope_bytes(&bytes)?;
+        let adm = ledger.check_opened(&opened)?;
         let pending = self.senders.get(&adm.sender);
         let (count, pending_cost) = pending.map_or((0, 0), |p| (p.nonces.len() as u64, p.cost));
         let expected = adm.account_nonce + count;
@@ -117,11 +125,9 @@ impl Mempool {
         self.order.insert(
             seq,
             Entry {
-                id,
                 bytes,
-                epoch: adm.epoch,
+                opened,
                 sender: adm.sender,
-                nonce: adm.nonce,
                 cost: adm.cost,
             },
         );
@@ -154,9 +160,9 @@ impl Mempool {
 
     fn remove(&mut self, seq: u64) {
         if let Some(e) = self.order.remove(&seq) {
-            self.by_id.remove(&e.id);
+            self.by_id.remove(&e.opened.id);
             if let Some(p) = self.senders.get_mut(&e.sender) {
-                p.nonces.remove(&e.nonce);
+                p.nonces.remove(&e.opened.tx.body.nonce);
                 p.cost = p.cost.saturating_sub(e.cost);
                 if p.nonces.is_empty() {
                     self.senders.remove(&e.sender);
@@ -191,7 +197,7 @@ impl Mempool {
                 };
                 let keep = !drop_rest
                     && nonce == next
-                    && e.epoch >= min_epoch
+                    && e.opened.epoch >= min_epoch
                     && spent.saturating_add(e.cost) <= account.balance;
                 if keep {
                     spent += e.cost;

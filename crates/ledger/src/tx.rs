@@ -317,7 +317,13 @@ pub fn seal_transaction(
             "the body's sender is not the signing key; set sender to the signer's public key".into(),
         ));
     }
-    let signed = SignedTx::sign(signer, body).encode();
+    seal_signed(&SignedTx::sign(signer, body), tx_public, epoch)
+}
+
+/// Pads and seals an already signed transaction to the epoch's transaction key (for wallets that sign
+/// elsewhere, and for load generators that pre-sign).
+pub fn seal_signed(signed: &SignedTx, tx_public: &HpkePublicKey, epoch: u64) -> Result<Envelope, TxError> {
+    let signed = signed.encode();
     let padded = veil_crypto::pad::pad(&signed).map_err(|e| TxError::Malformed(e.to_string()))?;
     if padded.len() > MAX_PADDED_BODY {
         return Err(TxError::Oversize {
