@@ -35,6 +35,9 @@ use crate::tx::{self, Envelope, FailureReason, SignedTx, TxKind, envelope_id};
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"VEILSNAP";
 /// Version byte of a snapshot.
 pub const SNAPSHOT_VERSION: u8 = 1;
+/// The most epochs [`Ledger::restore`] ratchets a key ring forward (one HKDF each): a snapshot
+/// claiming a far later epoch is refused rather than spinning.
+pub const MAX_RESTORE_EPOCH_JUMP: u64 = 1_000_000;
 
 /// An account's balance and next nonce (read inside the enclave; never log it).
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
@@ -714,6 +717,12 @@ impl Ledger {
         if keys.epoch() > epoch {
             return Err(LedgerError::Keys(format!(
                 "the key ring is at epoch {}, past the snapshot's epoch {epoch}; restore a newer snapshot",
+                keys.epoch()
+            )));
+        }
+        if epoch - keys.epoch() > MAX_RESTORE_EPOCH_JUMP {
+            return Err(LedgerError::Keys(format!(
+                "the snapshot's epoch {epoch} is more than {MAX_RESTORE_EPOCH_JUMP} epochs past the key ring's {}; obtain a recent seed",
                 keys.epoch()
             )));
         }

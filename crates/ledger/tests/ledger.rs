@@ -644,6 +644,23 @@ fn snapshots_restore_and_are_checked() {
             .to_string()
             .contains("grace epoch")
     );
+    // A forged snapshot claiming a far-away epoch (its root recomputed) is refused quickly.
+    let g1 = genesis(&[(ALICE, ALICE_FUNDS), (CAROL, 25)], 1);
+    let mut far = Vec::new();
+    far.extend_from_slice(b"VEILSNAP\x01");
+    far.extend_from_slice(&g1.hash());
+    far.extend_from_slice(&u64::MAX.to_be_bytes());
+    far.extend_from_slice(&u64::MAX.to_be_bytes());
+    far.extend_from_slice(&[0; 32]);
+    far.extend_from_slice(&0u64.to_be_bytes());
+    let err = Ledger::restore(&g1, ring(), &far).unwrap_err();
+    assert!(matches!(err, LedgerError::RootMismatch { .. }), "{err}");
+    let LedgerError::RootMismatch { computed, .. } = err else {
+        unreachable!()
+    };
+    far[9 + 32 + 16..9 + 32 + 16 + 32].copy_from_slice(&hex::decode(computed).unwrap());
+    let err = Ledger::restore(&g1, ring(), &far).unwrap_err();
+    assert!(err.to_string().contains("obtain a recent seed"), "{err}");
     // A ring ahead of the snapshot.
     let mut ahead = ring();
     ahead.advance_to(9);
