@@ -8,6 +8,7 @@
 //!
 //! See `docs/ledger.md` for the formats and what is public.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod codec;
