@@ -75,3 +75,17 @@ pub mod tags {
     /// Hash of a genesis: the chain id hash that every transaction signs.
     pub const GENESIS: &str = "veil/v1/genesis";
 }
+
+#[cfg(test)]
+mod tests {
+    /// The node shares these across tasks and threads.
+    #[test]
+    fn types_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<crate::Ledger>();
+        check::<crate::Mempool>();
+        check::<crate::KeyRing>();
+        check::<crate::OpenedTx>();
+        check::<crate::BlockOutcome>();
+    }
+}
