@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 samples="${VEIL_DCAP_SAMPLES:-$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/dcap-qvl-0.7.1/sample 2>/dev/null | head -n1)}"
 for t in crypto_seal crypto_stream crypto_frames crypto_pad crypto_aead crypto_sign attest_evidence \
-    attest_dcap attest_collateral types_frames types_messages bundle gguf; do
+    attest_dcap attest_collateral types_frames types_messages ledger bundle gguf; do
     mkdir -p "corpus/$t"
 done
 put() { printf '%b' "$2" > "corpus/$1/$3"; }
@@ -32,6 +32,12 @@ PY
 else
     echo "dcap-qvl samples not found: attest_dcap and attest_collateral start from an empty corpus" >&2
 fi
+
+# Ledger (pinned in crates/ledger/tests/wire_pins.rs): an envelope, a transaction body, a signed body, a genesis.
+echo -n 010000000000000a0b00000003eeeeee | xxd -r -p > corpus/ledger/envelope
+echo -n 01c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c0000000000000102000000000000000a010000001cabababababababababababababababababababab1122334455667788 | xxd -r -p > corpus/ledger/body
+echo -n 0000007201c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c0000000000000102000000000000000a010000001cabababababababababababababababababababab11223344556677885842629d50a594db336fff87677838ba2a6bc298062392fca423a7b719fc01500055cc67af797b0b1e6253ee163441ad9dc210055ccf1ffaa64c0b4f8b238e01 | xxd -r -p > corpus/ledger/signed
+put ledger '{"chain_id":"veil-fuzz","epoch_length":4,"allocations":[{"address":"veil136f4205466904d5780da4799b98548c123888fb5","amount":5}],"validators":[{"address":"veil136f4205466904d5780da4799b98548c123888fb5"}],"fees":{"buckets":[{"padded_size":256,"fee":10}]}}' genesis
 
 # Wire types (pinned in crates/types/tests/wire_pins.rs).
 put types_messages '{"type":"delta","text":"Pa"}' delta
