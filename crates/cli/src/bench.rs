@@ -16,6 +16,9 @@ pub enum BenchCommand {
     Attest(AttestBenchArgs),
     /// llama.cpp engine: prompt and decode tokens/s at 1 and 2 threads, load time, peak RSS.
     Engine(crate::chat::EngineBenchArgs),
+    /// The cost of confidentiality: the same prompts through the engine directly and through gateway →
+    /// worker (decode tokens/s ratio, added time to first token), and model load from bundle vs plain file.
+    Confidential(crate::bench_confidential::ConfidentialBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -39,6 +42,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Attest(args) => bench_attest(&args),
         BenchCommand::Engine(a) => crate::chat::bench(a),
+        BenchCommand::Confidential(a) => crate::bench_confidential::run(a),
     }
 }
 

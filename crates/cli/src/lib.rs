@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod attest;
 pub mod bench;
+pub mod bench_confidential;
 pub mod bundle;
 pub mod chat;
 pub mod devnet;

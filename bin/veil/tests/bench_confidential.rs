@@ -1,0 +1,69 @@
+//! `veil bench confidential --json` with tiny settings: the real model, an in-process worker (simulated
+//! TEE) and gateway on loopback. Checks the report's shape and that every measurement is a positive
+//! number; never its speed (timing never decides a test).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+#[test]
+fn bench_confidential_reports_every_measurement() {
+    let out = Command::new(env!("CARGO_BIN_EXE_veil"))
+        .env_remove("VEIL_LOG")
+        .args([
+            "bench",
+            "confidential",
+            "--json",
+            "--prompts",
+            "1",
+            "--max-tokens",
+            "4",
+        ])
+        .args(["--repetitions", "1", "--load-repetitions", "1", "--threads", "2"])
+        .output()
+        .expect("run veil bench confidential");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "veil bench confidential failed: {stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+
+    let positive = |path: &str| {
+        let v = r.pointer(path).unwrap_or_else(|| panic!("{path} missing: {r:#}"));
+        let x = v
+            .as_f64()
+            .unwrap_or_else(|| panic!("{path} is not a number: {v}"));
+        assert!(x.is_finite() && x > 0.0, "{path} = {x}");
+        x
+    };
+    for p in [
+        "/decode_tokens_per_s/direct",
+        "/decode_tokens_per_s/via_gateway",
+        "/decode_tokens_per_s/ratio",
+        "/decode_tokens_per_s/goal_ratio_at_least",
+        "/ttft_ms/direct",
+        "/ttft_ms/via_gateway",
+        "/ttft_ms/goal_added_at_most",
+        "/load_seconds/plain_file",
+        "/load_seconds/bundle",
+        "/load_seconds/ratio",
+        "/load_seconds/goal_ratio_at_most",
+        "/settings/machine_threads",
+        "/settings/engine_threads",
+        "/model_bytes",
+    ] {
+        positive(p);
+    }
+    // The added TTFT may be negative on a noisy machine; it must be the difference of the two.
+    let added = r["ttft_ms"]["added"].as_f64().expect("ttft_ms.added");
+    let diff = positive("/ttft_ms/via_gateway") - positive("/ttft_ms/direct");
+    assert!((added - diff).abs() < 0.01, "{added} vs {diff}");
+    assert_eq!(r["settings"]["engine_threads"], 2);
+    assert_eq!(r["settings"]["max_tokens"], 4);
+    assert_eq!(r["settings"]["prompts"], 1);
+    assert_eq!(r["settings"]["tee"], "simulated");
+    assert_eq!(r["decode_tokens_per_s"]["samples"], 1);
+    let counts = r["completion_tokens"].as_array().expect("completion_tokens");
+    assert_eq!(counts.len(), 1);
+    assert_eq!(counts[0]["direct"], 4, "greedy, 4 tokens: {r:#}");
+    assert_eq!(counts[0]["via_gateway"], 4, "greedy, 4 tokens: {r:#}");
+}

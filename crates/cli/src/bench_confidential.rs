@@ -1,0 +1,669 @@
+//! `veil bench confidential`: what confidentiality costs. The same prompts run through the engine directly
+//! and through the OpenAI gateway → attested worker (simulated TEE) on loopback, in one run and one
+//! process, interleaved so that any load from other processes hits both; plus model load time from the
+//! encrypted bundle against the plain GGUF file.
+//!
+//! Both paths use the same engine settings and greedy decoding, so they generate the same tokens. Each is
+//! timed from the caller's side: time to first token (TTFT) is from the call (the HTTP request) to the
+//! first piece of text (the first SSE content chunk); decode speed is `completion_tokens - 1` over the time
+//! from that first piece to the end of the answer (for the gateway: the last SSE event). Reported values are
+//! medians over every prompt and repetition, after one warm-up request per path (the worker was attested
+//! once before, as a gateway does). Timing never decides a test.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Serialize;
+use veil_engine::{ChatRequest, Engine, LlamaConfig, LlamaEngine, ModelSource, SamplingParams};
+use veil_models::DEFAULT_MODEL;
+
+use crate::devnet::{Devnet, DevnetConfig};
+use crate::model::{DataDirArgs, resolve_or_fetch};
+
+/// The prompts, in order; `--prompts N` takes the first N. Each asks for a long answer, so that with the
+/// default `--max-tokens` every answer runs to the limit.
+const PROMPTS: [&str; 4] = [
+    "Write a long story about a lighthouse keeper and a storm.",
+    "Explain step by step how a bicycle works, in detail.",
+    "Describe the water cycle to a child, with many examples.",
+    "List twenty uses for a paper clip and explain each one.",
+];
+
+/// Goals the issue set.
+const GOAL_DECODE_RATIO: f64 = 0.98;
+const GOAL_ADDED_TTFT_MS: f64 = 5.0;
+const GOAL_LOAD_RATIO: f64 = 1.2;
+
+/// `veil bench confidential`.
+#[derive(Debug, Args)]
+pub struct ConfidentialBenchArgs {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Model: a catalogue name (fetched on first use) or a GGUF path.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// How many of the built-in prompts to run (1 to 4).
+    #[arg(long, default_value_t = 3)]
+    pub prompts: usize,
+    /// Tokens generated per answer (greedy; an answer may stop earlier only if the model ends it).
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: u32,
+    /// Times each prompt runs on each path.
+    #[arg(long, default_value_t = 3)]
+    pub repetitions: usize,
+    /// Times the model is loaded from the plain file and from the bundle.
+    #[arg(long, default_value_t = 3)]
+    pub load_repetitions: usize,
+    /// Engine threads, the same for both paths [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Context window of both engines.
+    #[arg(long, default_value_t = 1024)]
+    pub ctx: u32,
+    #[command(flatten)]
+    pub dir: DataDirArgs,
+}
+
+/// One timed answer.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    ttft: Duration,
+    /// From the first piece of text to the end of the answer.
+    decode: Duration,
+    completion_tokens: u32,
+}
+
+impl Sample {
+    /// Decode tokens/s: the tokens after the first over the time after the first.
+    fn decode_rate(&self) -> Option<f64> {
+        let secs = self.decode.as_secs_f64();
+        (self.completion_tokens > 1 && secs > 0.0).then(|| f64::from(self.completion_tokens - 1) / secs)
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    model: String,
+    model_path: String,
+    model_bytes: u64,
+    settings: Settings,
+    decode_tokens_per_s: DecodeReport,
+    ttft_ms: TtftReport,
+    load_seconds: LoadReport,
+    /// Completion tokens of each prompt on each path (greedy: equal when both paths generate the same).
+    completion_tokens: Vec<TokenCounts>,
+}
+
+#[derive(Debug, Serialize)]
+struct Settings {
+    /// Threads this machine offers (available parallelism).
+    machine_threads: usize,
+    /// Engine threads each path decodes with.
+    engine_threads: usize,
+    n_ctx: u32,
+    prompts: usize,
+    max_tokens: u32,
+    repetitions: usize,
+    load_repetitions: usize,
+    temperature: f32,
+    /// Whether this binary was built with optimisations (`--release`).
+    optimized_build: bool,
+    /// How the worker runs here.
+    tee: &'static str,
+    transport: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct DecodeReport {
+    direct: f64,
+    via_gateway: f64,
+    /// Via the gateway divided by direct (1.0 = no cost).
+    ratio: f64,
+    goal_ratio_at_least: f64,
+    samples: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct TtftReport {
+    direct: f64,
+    via_gateway: f64,
+    /// Via the gateway minus direct.
+    added: f64,
+    goal_added_at_most: f64,
+    samples: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct LoadReport {
+    /// `LlamaEngine::load_file` of the GGUF (page cache warm).
+    plain_file: f64,
+    /// What a provisioned worker does: read the bundle from the blob store, decrypt it into a sealed memfd,
+    /// load the engine from it.
+    bundle: f64,
+    /// Bundle divided by plain file.
+    ratio: f64,
+    goal_ratio_at_most: f64,
+    samples: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct TokenCounts {
+    prompt: usize,
+    direct: u32,
+    via_gateway: u32,
+}
+
+pub fn run(args: ConfidentialBenchArgs) -> anyhow::Result<ExitCode> {
+    let report = bench(&args)?;
+    if args.json {
+        crate::bench::print_report(&serde_json::to_value(&report)?, true)?;
+    } else {
+        print_text(&report)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(args: &ConfidentialBenchArgs) -> anyhow::Result<Report> {
+    if !(1..=PROMPTS.len()).contains(&args.prompts) {
+        bail!("--prompts must be 1 to {} (got {})", PROMPTS.len(), args.prompts);
+    }
+    if args.max_tokens < 2 || args.repetitions == 0 || args.load_repetitions == 0 {
+        bail!("--max-tokens must be at least 2 (a decode speed needs two tokens), repetitions at least 1");
+    }
+    if args.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    let store = args.dir.store()?;
+    let path = resolve_or_fetch(&store, &args.model)?;
+    let model_bytes = std::fs::metadata(&path)
+        .with_context(|| format!("cannot stat {}", path.display()))?
+        .len();
+    let engine_config = LlamaConfig {
+        threads: args.threads,
+        slots: 1,
+        n_ctx: Some(args.ctx),
+        ..LlamaConfig::default()
+    };
+    let data_dir = match &args.dir.data_dir {
+        Some(d) => d.clone(),
+        None => veil_models::default_data_dir()?,
+    };
+    // The worker's blob store, sealed bundle, data key and simulated-TEE key: all thrown away at the end.
+    let state = tempfile::Builder::new()
+        .prefix("veil-bench-confidential-")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
+    let devnet_config = DevnetConfig {
+        data_dir,
+        state_dir: state.path().to_owned(),
+        model: args.model.clone(),
+        engine: engine_config.clone(),
+        gateway_listen: ([127, 0, 0, 1], 0).into(),
+        worker_listen: ([127, 0, 0, 1], 0).into(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = rt.block_on(async {
+        // Seals the model into the temporary blob store, starts the worker (simulated TEE) and the
+        // gateway, attests the worker and provisions its key: the one attestation, not timed.
+        let devnet = Devnet::start(devnet_config).await?;
+        let out = measure(args, &path, &engine_config, &devnet, state.path().to_owned()).await;
+        devnet.shutdown().await?;
+        out
+    });
+    rt.shutdown_timeout(Duration::from_secs(5));
+    let (load, samples, counts) = result?;
+
+    let (direct, gateway): (Vec<Sample>, Vec<Sample>) = (samples.direct, samples.gateway);
+    let rate = |s: &[Sample]| median(s.iter().filter_map(Sample::decode_rate).collect());
+    let ttft = |s: &[Sample]| median(s.iter().map(|x| x.ttft.as_secs_f64() * 1e3).collect());
+    let (rate_direct, rate_gateway) = (rate(&direct), rate(&gateway));
+    let (ttft_direct, ttft_gateway) = (ttft(&direct), ttft(&gateway));
+    let (load_file, load_bundle) = (median(load.file), median(load.bundle));
+    Ok(Report {
+        model: args.model.clone(),
+        model_path: path.display().to_string(),
+        model_bytes,
+        settings: Settings {
+            machine_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            engine_threads: engine_config.effective_threads(),
+            n_ctx: args.ctx,
+            prompts: args.prompts,
+            max_tokens: args.max_tokens,
+            repetitions: args.repetitions,
+            load_repetitions: args.load_repetitions,
+            temperature: 0.0,
+            optimized_build: !cfg!(debug_assertions),
+            tee: "simulated",
+            transport: "loopback HTTP: client -> gateway (OpenAI SSE) -> worker (sealed frames)",
+        },
+        decode_tokens_per_s: DecodeReport {
+            direct: round(rate_direct, 2),
+            via_gateway: round(rate_gateway, 2),
+            ratio: round(rate_gateway / rate_direct, 4),
+            goal_ratio_at_least: GOAL_DECODE_RATIO,
+            samples: direct.len(),
+        },
+        ttft_ms: TtftReport {
+            direct: round(ttft_direct, 3),
+            via_gateway: round(ttft_gateway, 3),
+            added: round(ttft_gateway - ttft_direct, 3),
+            goal_added_at_most: GOAL_ADDED_TTFT_MS,
+            samples: direct.len(),
+        },
+        load_seconds: LoadReport {
+            plain_file: round(load_file, 4),
+            bundle: round(load_bundle, 4),
+            ratio: round(load_bundle / load_file, 3),
+            goal_ratio_at_most: GOAL_LOAD_RATIO,
+            samples: args.load_repetitions,
+        },
+        completion_tokens: counts,
+    })
+}
+
+#[derive(Debug, Default)]
+struct Loads {
+    file: Vec<f64>,
+    bundle: Vec<f64>,
+}
+
+#[derive(Debug, Default)]
+struct Samples {
+    direct: Vec<Sample>,
+    gateway: Vec<Sample>,
+}
+
+async fn measure(
+    args: &ConfidentialBenchArgs,
+    path: &std::path::Path,
+    config: &LlamaConfig,
+    devnet: &Devnet,
+    state_dir: PathBuf,
+) -> anyhow::Result<(Loads, Samples, Vec<TokenCounts>)> {
+    // Load times, alternating plain file and bundle so that both see the same page cache.
+    let loads = {
+        let (path, config, bundle, reps) = (
+            path.to_owned(),
+            config.clone(),
+            devnet.bundle,
+            args.load_repetitions,
+        );
+        let name = devnet.model.clone();
+        tokio::task::spawn_blocking(move || load_times(&path, &config, &state_dir, &name, bundle, reps))
+            .await
+            .context("the loading thread failed")??
+    };
+
+    let engine: Arc<dyn Engine> = {
+        let (file, config) = (path.to_owned(), config.clone());
+        let engine = tokio::task::spawn_blocking(move || LlamaEngine::load_file(&file, config))
+            .await
+            .context("the loading thread failed")?
+            .with_context(|| format!("cannot load {}", path.display()))?;
+        Arc::new(engine)
+    };
+    let base = devnet.base_url();
+    let gateway: SocketAddr = base
+        .strip_prefix("http://")
+        .and_then(|rest| rest.strip_suffix("/v1"))
+        .and_then(|addr| addr.parse().ok())
+        .with_context(|| format!("unexpected gateway URL {base}"))?;
+    let prompts = &PROMPTS[..args.prompts];
+
+    // Warm-up: one short answer on each path, not counted.
+    direct(&engine, prompts[0], 4.min(args.max_tokens)).await?;
+    via_gateway(gateway, &devnet.model, prompts[0], 4.min(args.max_tokens)).await?;
+
+    let mut samples = Samples::default();
+    let mut counts: Vec<TokenCounts> = (0..prompts.len())
+        .map(|prompt| TokenCounts {
+            prompt,
+            direct: 0,
+            via_gateway: 0,
+        })
+        .collect();
+    for _ in 0..args.repetitions {
+        for (i, prompt) in prompts.iter().enumerate() {
+            let d = direct(&engine, prompt, args.max_tokens).await?;
+            let g = via_gateway(gateway, &devnet.model, prompt, args.max_tokens).await?;
+            counts[i].direct = d.completion_tokens;
+            counts[i].via_gateway = g.completion_tokens;
+            samples.direct.push(d);
+            samples.gateway.push(g);
+        }
+    }
+    if counts.iter().any(|c| c.direct != c.via_gateway) {
+        tracing::warn!(
+            "the two paths generated different numbers of tokens; compare the per-token rates with care"
+        );
+    }
+    Ok((loads, samples, counts))
+}
+
+fn params(max_tokens: u32) -> SamplingParams {
+    SamplingParams {
+        max_tokens: Some(max_tokens),
+        ..SamplingParams::greedy()
+    }
+}
+
+/// One answer straight from the engine, timed from the call.
+async fn direct(engine: &Arc<dyn Engine>, prompt: &str, max_tokens: u32) -> anyhow::Result<Sample> {
+    let engine = engine.clone();
+    let request = ChatRequest::user(prompt, params(max_tokens));
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut first = None;
+        let completion = engine.chat_stream(&request, &mut |piece| {
+            if first.is_none() && !piece.is_empty() {
+                first = Some(started.elapsed());
+            }
+            ControlFlow::Continue(())
+        })?;
+        let end = started.elapsed();
+        let ttft = first.context("the engine produced no text")?;
+        Ok(Sample {
+            ttft,
+            decode: end - ttft,
+            completion_tokens: completion.usage.completion_tokens,
+        })
+    })
+    .await
+    .context("the engine thread failed")?
+}
+
+/// One answer through the gateway's OpenAI API, streamed, timed from sending the request.
+///
+/// A plain HTTP/1.1 client on a blocking thread: the connection is opened before the clock starts (an
+/// OpenAI client reuses pooled connections), then the request is written and the server-sent events are
+/// read as they arrive.
+async fn via_gateway(addr: SocketAddr, model: &str, prompt: &str, max_tokens: u32) -> anyhow::Result<Sample> {
+    let p = params(max_tokens);
+    let body = serde_json::json!({
+        "model": model,
+        "messages": [{ "role": "user", "content": prompt }],
+        "temperature": p.temperature,
+        "top_p": p.top_p,
+        "top_k": p.top_k,
+        "max_tokens": max_tokens,
+        "stream": true,
+        "stream_options": { "include_usage": true },
+    })
+    .to_string();
+    tokio::task::spawn_blocking(move || stream_chat(addr, &body))
+        .await
+        .context("the HTTP client thread failed")?
+}
+
+fn stream_chat(addr: SocketAddr, body: &str) -> anyhow::Result<Sample> {
+    let mut conn = TcpStream::connect(addr).with_context(|| format!("cannot reach the gateway at {addr}"))?;
+    conn.set_nodelay(true)?;
+    conn.set_read_timeout(Some(Duration::from_secs(600)))?;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let started = Instant::now();
+    conn.write_all(request.as_bytes())?;
+
+    let mut events = SseReader::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut first = None;
+    let mut tokens = None;
+    loop {
+        let n = conn.read(&mut buf).context("the gateway's stream broke")?;
+        if n == 0 {
+            bail!("the gateway's stream ended without [DONE]");
+        }
+        for data in events.push(&buf[..n])? {
+            if data == "[DONE]" {
+                let end = started.elapsed();
+                let ttft = first.context("the gateway streamed no text")?;
+                return Ok(Sample {
+                    ttft,
+                    decode: end - ttft,
+                    completion_tokens: tokens.context("the gateway sent no usage")?,
+                });
+            }
+            let v: serde_json::Value =
+                serde_json::from_str(&data).with_context(|| format!("not JSON: {data}"))?;
+            if let Some(e) = v.get("error") {
+                bail!("the gateway reported an error: {e}");
+            }
+            let content = v["choices"][0]["delta"]["content"].as_str().unwrap_or("");
+            if first.is_none() && !content.is_empty() {
+                first = Some(started.elapsed());
+            }
+            if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
+                tokens = Some(u32::try_from(n).context("a token count out of range")?);
+            }
+        }
+    }
+}
+
+/// Reads an HTTP/1.1 response carrying server-sent events in chunked transfer encoding, incrementally:
+/// bytes in, the `data:` payloads of complete events out.
+#[derive(Debug, Default)]
+struct SseReader {
+    /// Bytes not parsed yet.
+    raw: Vec<u8>,
+    /// Whether the status line and headers were read.
+    head_done: bool,
+    /// Payload bytes (de-chunked) not yet split into events.
+    text: Vec<u8>,
+}
+
+impl SseReader {
+    fn push(&mut self, bytes: &[u8]) -> anyhow::Result<Vec<String>> {
+        self.raw.extend_from_slice(bytes);
+        if !self.head_done {
+            let Some(end) = find(&self.raw, b"\r\n\r\n") else {
+                return Ok(Vec::new());
+            };
+            let head = String::from_utf8_lossy(&self.raw[..end]).to_ascii_lowercase();
+            let status = head.split(' ').nth(1).unwrap_or("");
+            if status != "200" {
+                bail!(
+                    "the gateway answered {status}: {}",
+                    String::from_utf8_lossy(&self.raw[end + 4..])
+                );
+            }
+            if !head.contains("transfer-encoding: chunked") {
+                bail!("the gateway's stream is not chunked: {head}");
+            }
+            self.raw.drain(..end + 4);
+            self.head_done = true;
+        }
+        // Whole chunks: `SIZE\r\nDATA\r\n`.
+        while let Some(line_end) = find(&self.raw, b"\r\n") {
+            let size_text = String::from_utf8_lossy(&self.raw[..line_end]);
+            let size_text = size_text.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(size_text, 16)
+                .with_context(|| format!("a bad chunk size {size_text:?}"))?;
+            if self.raw.len() < line_end + 2 + size + 2 {
+                break;
+            }
+            self.text
+                .extend_from_slice(&self.raw[line_end + 2..line_end + 2 + size]);
+            self.raw.drain(..line_end + 2 + size + 2);
+        }
+        let mut out = Vec::new();
+        while let Some(end) = find(&self.text, b"\n\n") {
+            let event: Vec<u8> = self.text.drain(..end + 2).collect();
+            let event = String::from_utf8(event).context("the gateway sent non-UTF-8")?;
+            let data = event
+                .trim_end()
+                .strip_prefix("data: ")
+                .with_context(|| format!("not a server-sent event: {event:?}"))?;
+            out.push(data.to_owned());
+        }
+        Ok(out)
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Seconds to load the model from the plain file and from the bundle, `reps` times each, alternated.
+fn load_times(
+    path: &std::path::Path,
+    config: &LlamaConfig,
+    state_dir: &std::path::Path,
+    name: &str,
+    bundle: veil_blobs::BlobAddress,
+    reps: usize,
+) -> anyhow::Result<Loads> {
+    use veil_blobs::BlobStore as _;
+    let store = veil_blobs::LocalStore::open(state_dir.join("blobs"))?;
+    let key = veil_bundle::DataKey::read_file(&state_dir.join("bundles").join(format!("{name}.key")))?;
+    let mut loads = Loads::default();
+    for _ in 0..reps {
+        let started = Instant::now();
+        let engine = LlamaEngine::load_file(path, config.clone())?;
+        loads.file.push(started.elapsed().as_secs_f64());
+        drop(engine);
+
+        let started = Instant::now();
+        let (memory, _) = veil_bundle::open_to_memfd(store.get(&bundle)?, &key, name)?;
+        let engine = LlamaEngine::load(ModelSource::Memory(memory), config.clone())?;
+        loads.bundle.push(started.elapsed().as_secs_f64());
+        drop(engine);
+    }
+    Ok(loads)
+}
+
+/// The median (the mean of the two middle values for an even count); 0 for none.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+fn print_text(r: &Report) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let s = &r.settings;
+    let mut out = std::io::stdout().lock();
+    let verdict = |ok: bool| if ok { "goal met" } else { "goal missed" };
+    writeln!(
+        out,
+        "model {} ({:.1} MiB); {} prompt(s) × {} repetition(s), {} tokens each, greedy, {} engine thread(s) of {}; \
+         medians",
+        r.model,
+        r.model_bytes as f64 / 1048576.0,
+        s.prompts,
+        s.repetitions,
+        s.max_tokens,
+        s.engine_threads,
+        s.machine_threads
+    )?;
+    let d = &r.decode_tokens_per_s;
+    writeln!(
+        out,
+        "decode:  {:.2} tok/s direct, {:.2} tok/s via gateway → worker: ratio {:.4} (goal ≥ {}: {})",
+        d.direct,
+        d.via_gateway,
+        d.ratio,
+        d.goal_ratio_at_least,
+        verdict(d.ratio >= d.goal_ratio_at_least)
+    )?;
+    let t = &r.ttft_ms;
+    writeln!(
+        out,
+        "TTFT:    {:.2} ms direct, {:.2} ms via gateway → worker: +{:.2} ms (goal ≤ {} ms: {})",
+        t.direct,
+        t.via_gateway,
+        t.added,
+        t.goal_added_at_most,
+        verdict(t.added <= t.goal_added_at_most)
+    )?;
+    let l = &r.load_seconds;
+    writeln!(
+        out,
+        "load:    {:.3} s plain file, {:.3} s from bundle (decrypt into memory + load): ×{:.2} (goal ≤ {}: {})",
+        l.plain_file,
+        l.bundle,
+        l.ratio,
+        l.goal_ratio_at_most,
+        verdict(l.ratio <= l.goal_ratio_at_most)
+    )?;
+    if !s.optimized_build {
+        writeln!(out, "(built without --release: not representative)")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_over_chunks_split_anywhere() {
+        let body = "data: {\"a\":1}\n\ndata: [DONE]\n\n";
+        let mut wire =
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                .to_vec();
+        for part in [&body[..5], &body[5..20], &body[20..]] {
+            wire.extend_from_slice(format!("{:x}\r\n{part}\r\n", part.len()).as_bytes());
+        }
+        wire.extend_from_slice(b"0\r\n\r\n");
+        for step in [1, 3, 7, wire.len()] {
+            let mut r = SseReader::default();
+            let mut got = Vec::new();
+            for piece in wire.chunks(step) {
+                got.extend(r.push(piece).unwrap());
+            }
+            assert_eq!(got, ["{\"a\":1}", "[DONE]"], "{step}");
+        }
+        let mut r = SseReader::default();
+        let err = r
+            .push(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 2\r\n\r\n{}")
+            .unwrap_err();
+        assert!(err.to_string().contains("502"), "{err}");
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![]), 0.0);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(vec![f64::NAN, 5.0]), 5.0);
+    }
+
+    #[test]
+    fn decode_rate_needs_two_tokens() {
+        let s = |n, ms| Sample {
+            ttft: Duration::from_millis(10),
+            decode: Duration::from_millis(ms),
+            completion_tokens: n,
+        };
+        assert_eq!(s(1, 100).decode_rate(), None);
+        assert_eq!(s(5, 0).decode_rate(), None);
+        assert_eq!(s(11, 500).decode_rate(), Some(20.0));
+    }
+}
