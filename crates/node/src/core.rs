@@ -1,0 +1,166 @@
+//! The validator's state shared between consensus, the executor and the RPC: the executed ledger,
+//! the mempool and counters. One mutex; every critical section is short (no I/O under the lock).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use veil_ledger::{BlockOutcome, Ledger, LedgerError, Mempool, TxError};
+
+use crate::block::{Block, Digest, tx_id};
+
+/// How many recent heights keep their state root and block digest in memory (for status and
+/// agreement checks).
+const RECENT_ROOTS: usize = 4_096;
+
+/// Counters for status and metrics.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Stats {
+    /// Blocks executed since genesis.
+    pub blocks: u64,
+    /// Transactions applied (valid, state changed) since genesis.
+    pub applied_txs: u64,
+    /// Transactions executed that failed (fee charged, nonce consumed, failure receipt stored).
+    pub failed_txs: u64,
+    /// Envelopes skipped at execution without a state change (undecodable, replayed, unsigned…).
+    pub rejected_txs: u64,
+    /// Highest finalized height consensus has reported (may run ahead of execution).
+    pub finalized_tip: u64,
+    /// Envelopes refused at admission since start.
+    pub refused_submissions: u64,
+}
+
+/// A recent executed block: its digest and the state root after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Executed {
+    /// The block's digest.
+    pub digest: Digest,
+    /// State root after executing it.
+    pub state_root: [u8; 32],
+    /// Transactions in it.
+    pub txs: u32,
+    /// The proposer's timestamp.
+    pub timestamp_ms: u64,
+}
+
+pub(crate) struct Core {
+    pub(crate) ledger: Ledger,
+    pub(crate) mempool: Mempool,
+    pub(crate) stats: Stats,
+    pub(crate) recent: BTreeMap<u64, Executed>,
+}
+
+/// Shared, cloneable access to the validator's state.
+#[derive(Clone)]
+pub struct SharedCore(Arc<Mutex<Core>>);
+
+impl SharedCore {
+    /// State around an (already genesis-initialised or restored) ledger.
+    pub fn new(ledger: Ledger, mempool_capacity: usize) -> Self {
+        Self(Arc::new(Mutex::new(Core {
+            ledger,
+            mempool: Mempool::new(mempool_capacity),
+            stats: Stats::default(),
+            recent: BTreeMap::new(),
+        })))
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock would already have stopped this validator's tasks;
+        // recover the data rather than poison every later caller.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Height of the last executed block.
+    pub fn executed_height(&self) -> u64 {
+        self.lock().ledger.height()
+    }
+
+    /// Candidate envelopes for a new block, in admission order, skipping `exclude`.
+    pub fn candidates(&self, max_txs: usize, max_bytes: usize, exclude: &HashSet<[u8; 32]>) -> Vec<Vec<u8>> {
+        let core = self.lock();
+        let mut picked = Vec::new();
+        let mut bytes = 0usize;
+        for tx in core.mempool.take(max_txs + exclude.len(), max_bytes + exclude.len() * 4096) {
+            if picked.len() >= max_txs {
+                break;
+            }
+            if exclude.contains(&tx_id(&tx)) || bytes + tx.len() > max_bytes {
+                continue;
+            }
+            bytes += tx.len();
+            picked.push(tx);
+        }
+        picked
+    }
+
+    /// Submits an envelope to the mempool after the ledger's admission checks.
+    pub fn submit(&self, envelope: Vec<u8>) -> Result<[u8; 32], TxError> {
+        let mut core = self.lock();
+        let core = &mut *core;
+        match core.mempool.admit(&core.ledger, envelope) {
+            Ok(id) => Ok(id),
+            Err(e) => {
+                core.stats.refused_submissions += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Executes a finalized block (the next height) and prunes the mempool.
+    pub fn execute(&self, block: &Block, digest: Digest) -> Result<BlockOutcome, LedgerError> {
+        let mut core = self.lock();
+        let core = &mut *core;
+        // Envelopes this validator admitted were opened and verified then: reuse that work.
+        let mempool = &core.mempool;
+        let outcome = core.ledger.execute_block_with(block.height.get(), &block.txs, |id| mempool.opened(id))?;
+        core.mempool.on_block(&core.ledger, &block.txs);
+        core.stats.blocks += 1;
+        core.stats.applied_txs += u64::from(outcome.applied);
+        core.stats.failed_txs += u64::from(outcome.failed);
+        core.stats.rejected_txs += u64::from(outcome.rejected);
+        core.recent.insert(
+            block.height.get(),
+            Executed {
+                digest,
+                state_root: outcome.state_root,
+                txs: u32::try_from(block.txs.len()).unwrap_or(u32::MAX),
+                timestamp_ms: block.timestamp_ms,
+            },
+        );
+        while core.recent.len() > RECENT_ROOTS {
+            core.recent.pop_first();
+        }
+        Ok(outcome)
+    }
+
+    /// Records the finalized tip consensus reported.
+    pub fn note_finalized_tip(&self, height: u64) {
+        let mut core = self.lock();
+        core.stats.finalized_tip = core.stats.finalized_tip.max(height);
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.lock().stats.clone()
+    }
+
+    /// Mempool size.
+    pub fn mempool_len(&self) -> usize {
+        self.lock().mempool.len()
+    }
+
+    /// The state root after the last executed block.
+    pub fn state_root(&self) -> [u8; 32] {
+        self.lock().ledger.state_root()
+    }
+
+    /// The digest and state root of a recently executed height.
+    pub fn executed_at(&self, height: u64) -> Option<Executed> {
+        self.lock().recent.get(&height).copied()
+    }
+
+    /// Runs `f` with the ledger (read-only).
+    pub fn with_ledger<T>(&self, f: impl FnOnce(&Ledger) -> T) -> T {
+        f(&self.lock().ledger)
+    }
+}
