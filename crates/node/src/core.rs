@@ -47,6 +47,8 @@ pub(crate) struct Core {
     pub(crate) mempool: Mempool,
     pub(crate) stats: Stats,
     pub(crate) recent: BTreeMap<u64, Executed>,
+    /// Where admitted client submissions go to be gossiped to the other validators.
+    pub(crate) outbox: Option<commonware_utils::channel::mpsc::UnboundedSender<Vec<u8>>>,
 }
 
 /// Shared, cloneable access to the validator's state.
@@ -61,6 +63,7 @@ impl SharedCore {
             mempool: Mempool::new(mempool_capacity),
             stats: Stats::default(),
             recent: BTreeMap::new(),
+            outbox: None,
         })))
     }
 
@@ -93,17 +96,37 @@ impl SharedCore {
         picked
     }
 
-    /// Submits an envelope to the mempool after the ledger's admission checks.
+    /// Submits a client's envelope to the mempool after the ledger's admission checks, and queues
+    /// it for gossip to the other validators.
     pub fn submit(&self, envelope: Vec<u8>) -> Result<[u8; 32], TxError> {
         let mut core = self.lock();
         let core = &mut *core;
+        let gossip = core.outbox.as_ref().map(|_| envelope.clone());
         match core.mempool.admit(&core.ledger, envelope) {
-            Ok(id) => Ok(id),
+            Ok(id) => {
+                if let (Some(outbox), Some(envelope)) = (&core.outbox, gossip) {
+                    // Closed only while shutting down; the envelope stays in our mempool.
+                    let _ = outbox.send(envelope);
+                }
+                Ok(id)
+            }
             Err(e) => {
                 core.stats.refused_submissions += 1;
                 Err(e)
             }
         }
+    }
+
+    /// Admits an envelope another validator gossiped (same checks, not gossiped again).
+    pub fn admit_gossiped(&self, envelope: Vec<u8>) -> Result<[u8; 32], TxError> {
+        let mut core = self.lock();
+        let core = &mut *core;
+        core.mempool.admit(&core.ledger, envelope)
+    }
+
+    /// Sends admitted submissions to `outbox` from now on (the gossip task drains it).
+    pub fn set_outbox(&self, outbox: commonware_utils::channel::mpsc::UnboundedSender<Vec<u8>>) {
+        self.lock().outbox = Some(outbox);
     }
 
     /// Executes a finalized block (the next height) and prunes the mempool.

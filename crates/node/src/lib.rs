@@ -7,6 +7,7 @@ pub mod app;
 pub mod block;
 pub mod core;
 mod error;
+pub mod gossip;
 pub mod rpc;
 pub mod run;
 pub mod seedshare;

@@ -237,6 +237,7 @@ where
             resolver: network.register(channels::RESOLVER, quota),
             backfill: network.register(channels::BACKFILL, quota),
             broadcast: network.register(channels::BROADCAST, quota),
+            txs: network.register(channels::TXS, quota),
         };
         network.start();
         let v = validator::start(context.child("validator"), validator_config, chans, oracle.clone(), oracle).await?;

@@ -51,6 +51,8 @@ pub mod channels {
     pub const BACKFILL: u64 = 3;
     /// Block broadcast.
     pub const BROADCAST: u64 = 4;
+    /// Mempool gossip.
+    pub const TXS: u64 = 5;
 }
 
 /// Consensus timing.
@@ -109,6 +111,8 @@ pub struct Channels<S, R> {
     pub backfill: (S, R),
     /// Block broadcast.
     pub broadcast: (S, R),
+    /// Mempool gossip.
+    pub txs: (S, R),
 }
 
 /// A running validator.
@@ -322,6 +326,14 @@ where
             .child("executor")
             .spawn(move |ctx| async move { run_executor(ctx, exec_core, store, executed_rx).await }),
     );
+
+    // Mempool gossip.
+    let (outbox, outbox_rx) = commonware_utils::channel::mpsc::unbounded_channel();
+    core.set_outbox(outbox);
+    let (txs_sender, txs_receiver) = channels.txs;
+    handles.push(context.child("gossip_out").spawn(move |ctx| crate::gossip::run_outbound(ctx, txs_sender, outbox_rx)));
+    let gossip_core = core.clone();
+    handles.push(context.child("gossip_in").spawn(move |_| crate::gossip::run_inbound(gossip_core, txs_receiver)));
 
     // Consensus.
     let app = VeilApp::new(core.clone(), config.limits);

@@ -185,12 +185,41 @@ fn byzantine_conflicter_cannot_stop_honest_validators() {
 
         submit_round_robin(&net, &txs, &[0, 1, 2]);
         net.settle(&[0, 1, 2]).await;
-        let h = (0..3).map(|i| net.height(i)).min().unwrap();
-        assert!(h >= 3);
+        // And they keep finalizing: ten more blocks with the conflicter still voting.
+        let h = (0..3).map(|i| net.height(i)).min().unwrap() + 10;
+        net.wait_height(&[0, 1, 2], h).await;
         let roots = net.roots_at(&[0, 1, 2], h);
         assert!(roots.iter().all(|r| *r == roots[0]));
         for i in 0..3 {
             assert_balances(&net, i, 4);
         }
+    });
+}
+
+#[test]
+fn submissions_are_gossiped_to_every_mempool() {
+    let g = genesis(4, WALLETS, 1_000);
+    let txs = transfers(&g, &tx_public([0x42; 32], 0), 0, 3, 0);
+    runner(19).start(|ctx| async move {
+        let mut net = Net::new(ctx.child("net"), 4, g).await;
+        net.start_all().await;
+        net.wait_height(&[0, 1, 2, 3], 2).await;
+        let before = net.nodes[&3].core.stats().applied_txs;
+        for tx in &txs {
+            net.nodes[&0].core.submit(tx.clone()).unwrap();
+        }
+        // Validator 3 never saw a submission: gossip must bring it every envelope, either into its
+        // mempool or, once included, into its executed state.
+        let mut seen_in_mempool = 0;
+        for _ in 0..200 {
+            seen_in_mempool = seen_in_mempool.max(net.nodes[&3].core.mempool_len());
+            if net.nodes[&3].core.stats().applied_txs - before == txs.len() as u64 {
+                break;
+            }
+            ctx.sleep(Duration::from_millis(10)).await;
+        }
+        assert!(seen_in_mempool > 0, "no envelope reached validator 3's mempool");
+        net.settle(&[0, 1, 2, 3]).await;
+        assert_eq!(net.nodes[&3].core.stats().applied_txs - before, txs.len() as u64);
     });
 }

@@ -128,6 +128,7 @@ impl Net {
             resolver: reg(channels::RESOLVER).await,
             backfill: reg(channels::BACKFILL).await,
             broadcast: reg(channels::BROADCAST).await,
+            txs: reg(channels::TXS).await,
         };
         let config = ValidatorConfig {
             signer: self.signers[i].clone(),
