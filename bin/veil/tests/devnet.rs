@@ -1,7 +1,10 @@
 //! `veil devnet`, the README's main command, end to end with the real binary and the real model: it
 //! starts, prints the OpenAI base URL, answers a chat completion through gateway → worker (simulated TEE,
-//! marked in every response), and stops cleanly with exit 0 on SIGINT and on SIGTERM. A second start with
-//! the same directories reuses the sealed bundle instead of encrypting the model again.
+//! marked in every response), brings up 4 validator processes that finalize, prints their RPC addresses
+//! and a funded demo wallet (the printed `balance` command works, and a transfer from the demo wallet to a
+//! new wallet commits through the `veil wallet` CLI), and stops cleanly with exit 0 on SIGINT and on
+//! SIGTERM, validators included. A second start with the same directories reuses the sealed bundle
+//! instead of encrypting the model again.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -41,6 +44,10 @@ struct Devnet {
     stderr: PathBuf,
     stdout: String,
     base: String,
+    /// The validators' JSON-RPC addresses (`IP:port`).
+    validators: Vec<String>,
+    /// The demo wallet's key file.
+    demo_wallet: PathBuf,
 }
 
 impl Devnet {
@@ -62,6 +69,8 @@ impl Devnet {
             stderr: stderr.to_owned(),
             stdout: String::new(),
             base: String::new(),
+            validators: Vec::new(),
+            demo_wallet: PathBuf::new(),
         };
         // Read stdout on a thread so that a devnet that never gets ready fails the test in bounded time.
         let (tx, rx) = mpsc::channel::<String>();
@@ -83,6 +92,16 @@ impl Devnet {
                     if let Some(base) = line.strip_prefix("OpenAI base URL: ") {
                         devnet.base = base.trim().to_owned();
                     }
+                    if line.starts_with("Validator ")
+                        && let Some((_, url)) = line.split_once(" JSON-RPC: http://")
+                    {
+                        devnet.validators.push(url.trim_end_matches('/').to_owned());
+                    }
+                    if line.starts_with("Demo wallet: ")
+                        && let Some((_, key)) = line.split_once(", key file ")
+                    {
+                        devnet.demo_wallet = PathBuf::from(key.trim());
+                    }
                     // The lines after the URL are the ready-to-paste examples; the last one says how to stop.
                     if line.starts_with("Ctrl-C") {
                         break;
@@ -100,7 +119,84 @@ impl Devnet {
             "{}",
             devnet.stdout
         );
+        assert_eq!(devnet.validators.len(), 4, "{}", devnet.stdout);
+        assert!(devnet.demo_wallet.is_file(), "{}", devnet.stdout);
         devnet
+    }
+
+    /// `veil wallet --json --rpc (validator i) --wallet FILE ARGS…`, which must succeed; its JSON.
+    fn wallet(&self, i: usize, wallet: &Path, args: &[&str]) -> serde_json::Value {
+        let out = veil()
+            .args(["wallet", "--json", "--rpc", &self.validators[i], "--wallet"])
+            .arg(wallet)
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "veil wallet {args:?} failed: {stdout}\n{}\ndevnet log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        serde_json::from_str(stdout.trim()).unwrap()
+    }
+
+    /// Runs the printed `… wallet … balance` line; transfers from the demo wallet to a new wallet through
+    /// the CLI and reads the new balance through another validator.
+    fn use_the_ledger(&self, dir: &Path) {
+        let line = self
+            .stdout
+            .lines()
+            .find(|l| l.contains(" wallet --wallet ") && l.trim_end().ends_with(" balance"))
+            .unwrap_or_else(|| panic!("no balance command printed:\n{}", self.stdout));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[0], env!("CARGO_BIN_EXE_veil"), "{line}");
+        let out = veil().args(&words[1..]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("balance 1,000,000,000"),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let mine = dir.join(format!("mine-{}.key", self.child.id()));
+        let created = veil()
+            .args(["wallet", "--json", "--wallet"])
+            .arg(&mine)
+            .arg("new")
+            .output()
+            .unwrap();
+        assert!(created.status.success());
+        let address: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+        let address = address["address"].as_str().unwrap();
+        let started = Instant::now();
+        let sent = self.wallet(1, &self.demo_wallet, &["transfer", address, "4321"]);
+        assert_eq!(sent["status"], "applied", "{sent}");
+        assert_eq!(self.wallet(3, &mine, &["balance"])["balance"], 4321);
+        eprintln!(
+            "transfer from the demo wallet committed at height {} in {:?}",
+            sent["height"],
+            started.elapsed()
+        );
+    }
+
+    /// After the devnet stopped: no validator answers any more.
+    fn validators_gone(&self) {
+        for v in &self.validators {
+            let addr: std::net::SocketAddr = v.parse().unwrap();
+            let deadline = Instant::now() + STOP_LIMIT;
+            while std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+                assert!(
+                    Instant::now() < deadline,
+                    "validator {v} still answers after the devnet stopped"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
     }
 
     fn log(&self) -> String {
@@ -133,6 +229,17 @@ impl Devnet {
 
 impl Drop for Devnet {
     fn drop(&mut self) {
+        // SIGTERM first, so that the devnet stops its validator processes too; SIGKILL if it hangs.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!("kill -TERM {}", self.child.id()))
+                .status();
+            let deadline = Instant::now() + STOP_LIMIT;
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -181,6 +288,7 @@ fn devnet_answers_and_stops_cleanly_then_reuses_its_bundle() {
         "SIMULATED TEE",
         "provisioning… model loaded in",
         "gateway up at http://127.0.0.1:",
+        "ledger: finalizing (height",
     ] {
         assert!(log.contains(line), "no {line:?} in stderr:\n{log}");
     }
@@ -192,9 +300,11 @@ fn devnet_answers_and_stops_cleanly_then_reuses_its_bundle() {
     assert!(out.contains(&format!("OPENAI_BASE_URL={} ", first.base)), "{out}");
     let (text, latency) = ask_france(&first);
     eprintln!("first start: ready in {ready:?}; first answer in {latency:?}: {text:?}");
+    first.use_the_ledger(dir.path());
     let (status, stop) = first.signal_and_wait("INT");
     assert!(status.success(), "exit {status:?} after SIGINT: {}", first.log());
     assert!(first.log().contains("stopped"), "{}", first.log());
+    first.validators_gone();
     eprintln!("stopped {stop:?} after SIGINT");
     drop(first);
 
@@ -216,6 +326,7 @@ fn devnet_answers_and_stops_cleanly_then_reuses_its_bundle() {
         "exit {status:?} after SIGTERM: {}",
         second.log()
     );
+    second.validators_gone();
 
     // One bundle in the store.
     let blobs = walk(&state.join("blobs").join("sha256"));

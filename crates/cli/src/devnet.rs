@@ -7,7 +7,9 @@
 //! prints the gateway's OpenAI base URL. Ctrl-C or SIGTERM stops everything.
 //!
 //! The parts are owned by [`Devnet`]: [`Devnet::start`] brings them up, [`Devnet::shutdown`] stops them.
-//! The ledger (validators, key release) joins the same structure later.
+//! The confidential ledger runs beside them: [`LocalLedger`] starts four validators (`veil node`
+//! processes of this same binary, a genesis funding a demo wallet) before anything else, and the devnet
+//! prints their RPC addresses and the demo wallet once the chain finalizes.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -528,6 +530,245 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How many validators the devnet runs (3f+1 with f = 1).
+pub const DEVNET_VALIDATORS: usize = 4;
+/// How long the devnet waits for the validators to finalize their first block.
+const LEDGER_READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The devnet's confidential ledger: [`DEVNET_VALIDATORS`] `veil node` processes (this same binary) on
+/// 127.0.0.1 ports the OS chose, written afresh by `veil node init` into `STATE_DIR/ledger` at each start
+/// (a genesis funding a demo wallet; validator 0 creates the network seed, the others obtain it from it
+/// by attestation). Their output goes to `STATE_DIR/ledger/logs/`. [`LocalLedger::stop`] (or dropping
+/// it) kills and reaps every process.
+#[derive(Debug)]
+pub struct LocalLedger {
+    /// The network's directory (genesis, demo wallet, one directory per validator).
+    pub dir: PathBuf,
+    /// The validators' JSON-RPC addresses.
+    pub rpc: Vec<SocketAddr>,
+    /// The funded demo wallet's key file.
+    pub demo_wallet: PathBuf,
+    /// The demo wallet's address.
+    pub demo_address: String,
+    /// The demo wallet's genesis balance.
+    pub demo_balance: u64,
+    /// The binary the validators run.
+    pub exe: PathBuf,
+    children: Vec<std::process::Child>,
+}
+
+impl LocalLedger {
+    /// Writes a fresh network into `state_dir/ledger` and starts its validators; returns at once
+    /// (they find each other and finalize in the background: see [`LocalLedger::wait_finalized`]).
+    pub fn start(state_dir: &Path) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("cannot find this executable to run the validators")?;
+        let dir = state_dir.join("ledger");
+        if dir.exists() {
+            // Each devnet starts its chain from genesis: the ports and the demo wallet change anyway.
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot remove the previous devnet ledger {}", dir.display()))?;
+        }
+        let init = std::process::Command::new(&exe)
+            .args(["node", "init", "--validators"])
+            .arg(DEVNET_VALIDATORS.to_string())
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("cannot run `veil node init`")?;
+        if !init.status.success() {
+            bail!(
+                "`veil node init` failed: {}",
+                String::from_utf8_lossy(&init.stderr).trim()
+            );
+        }
+        let demo_wallet = dir.join("demo-wallet.key");
+        let demo_address = veil_client::ledger::Wallet::load(&demo_wallet)?
+            .address()
+            .to_string();
+        let genesis = veil_ledger::Genesis::from_json(
+            &std::fs::read_to_string(dir.join("genesis.json")).context("cannot read the devnet genesis")?,
+        )?;
+        let demo_balance = genesis.allocations.iter().map(|a| a.amount).sum();
+
+        // Ports the OS reports free, all held at once so that they differ, then released for the nodes.
+        let listeners = (0..2 * DEVNET_VALIDATORS)
+            .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("cannot find free ports on 127.0.0.1")?;
+        let addrs = listeners
+            .iter()
+            .map(std::net::TcpListener::local_addr)
+            .collect::<std::io::Result<Vec<_>>>()?;
+        drop(listeners);
+        let (rpc, p2p) = addrs.split_at(DEVNET_VALIDATORS);
+        let configs: Vec<PathBuf> = (0..DEVNET_VALIDATORS)
+            .map(|i| dir.join(format!("validator-{i}")).join("config.json"))
+            .collect();
+        for (i, path) in configs.iter().enumerate() {
+            let mut config = veil_node::run::NodeConfig::load(path)?;
+            for (j, peer) in config.validators.iter_mut().enumerate() {
+                peer.rpc = rpc[j];
+                peer.p2p = p2p[j];
+            }
+            config.rpc_listen = rpc[i];
+            config.p2p_listen = p2p[i];
+            if let veil_node::run::SeedSource::Fetch { from } = &mut config.seed {
+                *from = rpc[0];
+            }
+            std::fs::write(path, serde_json::to_vec_pretty(&config)?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+        let mut ledger = Self {
+            dir,
+            rpc: rpc.to_vec(),
+            demo_wallet,
+            demo_address,
+            demo_balance,
+            exe,
+            children: Vec::new(),
+        };
+        for (i, config) in configs.iter().enumerate() {
+            let log_path = ledger.log_path(i);
+            let log =
+                File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
+            let child = std::process::Command::new(&ledger.exe)
+                .args(["--log", "warn", "node", "--config"])
+                .arg(config)
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("cannot start validator {i}"))?;
+            ledger.children.push(child);
+        }
+        Ok(ledger)
+    }
+
+    /// Validator `i`'s log file (its stdout and stderr).
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.join("logs").join(format!("validator-{i}.log"))
+    }
+
+    /// Polls every validator's `veil_status` until each has executed a finalized block; shows progress on
+    /// stderr. Fails if a validator exits or `limit` passes, quoting the validators' logs.
+    pub async fn wait_finalized(&mut self, limit: Duration) -> anyhow::Result<u64> {
+        let clients = self
+            .rpc
+            .iter()
+            .map(|a| veil_client::ledger::LedgerClient::with_timeout(&a.to_string(), Duration::from_secs(5)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let started = Instant::now();
+        let mut last_report = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        eprintln!(
+            "ledger: {DEVNET_VALIDATORS} validators starting (SIMULATED TEE; logs in {})…",
+            self.dir.join("logs").display()
+        );
+        loop {
+            for (i, child) in self.children.iter_mut().enumerate() {
+                if let Some(status) = child.try_wait()? {
+                    bail!(
+                        "validator {i} exited ({status}) before the chain finalized a block; its log {}:\n{}",
+                        self.log_path(i).display(),
+                        tail(&self.log_path(i), 20)
+                    );
+                }
+            }
+            let mut heights = Vec::with_capacity(clients.len());
+            for c in &clients {
+                heights.push(c.status().await.ok().map(|s| s.height));
+            }
+            if heights.iter().all(|h| h.is_some_and(|h| h >= 1)) {
+                let height = heights.iter().flatten().copied().min().unwrap_or(1);
+                eprintln!(
+                    "ledger: finalizing (height {height}) after {}",
+                    secs(started.elapsed())
+                );
+                return Ok(height);
+            }
+            if started.elapsed() > limit {
+                bail!(
+                    "the validators did not finalize a block within {}; validator 0's log {}:\n{}",
+                    secs(limit),
+                    self.log_path(0).display(),
+                    tail(&self.log_path(0), 20)
+                );
+            }
+            if last_report.elapsed() >= Duration::from_secs(5) {
+                last_report = Instant::now();
+                let answering = heights.iter().filter(|h| h.is_some()).count();
+                eprintln!(
+                    "ledger: waiting for the first finalized block… {} ({answering} of {DEVNET_VALIDATORS} \
+                     validators answering)",
+                    secs(started.elapsed())
+                );
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Kills and reaps every validator (their stores are crash-safe, and the next devnet starts a fresh
+    /// chain anyway).
+    pub fn stop(mut self) {
+        self.kill_all();
+    }
+
+    fn kill_all(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.children.clear();
+    }
+
+    /// What the user pastes to use the ledger.
+    fn print_ready(&self, out: &mut impl Write, height: u64) -> std::io::Result<()> {
+        let exe = self.exe.display();
+        let rpc = self.rpc.first().map(ToString::to_string).unwrap_or_default();
+        let wallet = self.demo_wallet.display();
+        writeln!(
+            out,
+            "Confidential ledger: {} validators on a SIMULATED TEE (development only), finalizing (height {height})",
+            self.rpc.len()
+        )?;
+        for (i, a) in self.rpc.iter().enumerate() {
+            writeln!(out, "Validator {i} JSON-RPC: http://{a}/")?;
+        }
+        writeln!(
+            out,
+            "Demo wallet: {} (funded with {}), key file {wallet}",
+            self.demo_address,
+            veil_client::ledger::format_amount(self.demo_balance)
+        )?;
+        writeln!(out, "Try it:")?;
+        writeln!(out, "  {exe} wallet --wallet {wallet} --rpc {rpc} balance")?;
+        writeln!(out, "  {exe} wallet --wallet ./my-wallet.key new")?;
+        writeln!(
+            out,
+            "  {exe} wallet --wallet {wallet} --rpc {rpc} transfer $({exe} wallet --wallet ./my-wallet.key address) 1000"
+        )?;
+        Ok(())
+    }
+}
+
+impl Drop for LocalLedger {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// The last `lines` lines of a log file.
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 /// What the user pastes: the base URL, a curl line, the Python client's environment.
 fn print_ready(devnet: &Devnet) -> std::io::Result<()> {
     let base = devnet.base_url();
@@ -552,7 +793,6 @@ fn print_ready(devnet: &Devnet) -> std::io::Result<()> {
          print(OpenAI().chat.completions.create(model=\"{model}\", messages=[{{\"role\":\"user\",\
          \"content\":\"What is the capital of France?\"}}]).choices[0].message.content)'"
     )?;
-    writeln!(out, "Ctrl-C stops the devnet.")?;
     out.flush()
 }
 
@@ -588,18 +828,51 @@ pub fn run(args: DevnetArgs) -> anyhow::Result<ExitCode> {
     let result = rt.block_on(async move {
         let mut signals = Signals::register()?;
         let started = Instant::now();
+        // The validators start first, as processes of their own: they find each other and finalize
+        // while the model is fetched and sealed here, so the ledger never delays the gateway.
+        let mut ledger = LocalLedger::start(&config.state_dir)?;
         let devnet = tokio::select! {
             d = Devnet::start(config) => d?,
             s = signals.recv() => {
+                ledger.stop();
                 eprintln!("veil devnet: {s} while starting; stopped");
                 return Ok(ExitCode::SUCCESS);
             }
         };
-        eprintln!("veil devnet: up in {}", secs(started.elapsed()));
+        eprintln!("veil devnet: gateway up in {}", secs(started.elapsed()));
         print_ready(&devnet)?;
+        let waited = tokio::select! {
+            h = ledger.wait_finalized(LEDGER_READY_TIMEOUT) => Ok(h),
+            s = signals.recv() => Err(s),
+        };
+        let height = match waited {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                ledger.stop();
+                devnet.shutdown().await?;
+                return Err(e);
+            }
+            Err(s) => {
+                eprintln!("veil devnet: {s} while the ledger was starting: stopping");
+                ledger.stop();
+                devnet.shutdown().await?;
+                eprintln!("veil devnet: stopped");
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
+        eprintln!("veil devnet: up in {}", secs(started.elapsed()));
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out)?;
+            ledger.print_ready(&mut out, height)?;
+            writeln!(out, "Ctrl-C stops the devnet.")?;
+            out.flush()?;
+        }
         let s = signals.recv().await;
         eprintln!("veil devnet: {s}: stopping");
-        devnet.shutdown().await?;
+        let stopped = devnet.shutdown().await;
+        ledger.stop();
+        stopped?;
         eprintln!("veil devnet: stopped");
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     });
