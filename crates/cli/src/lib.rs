@@ -13,6 +13,8 @@ pub mod chat;
 pub mod devnet;
 pub mod gateway;
 pub mod model;
+pub mod node;
+pub mod wallet;
 pub mod worker;
 
 /// Veil: an end-to-end confidential, decentralized AI network.
@@ -48,6 +50,10 @@ pub enum Command {
     /// A whole local network in one command: fetch and seal the model, start an attested worker (simulated
     /// TEE) and an OpenAI-compatible gateway, provision the key; prints the base URL. Ctrl-C stops it.
     Devnet(devnet::DevnetArgs),
+    /// Run a validator of the confidential ledger (`--config FILE`), or write a local network (`init`).
+    Node(node::NodeArgs),
+    /// An account on the confidential ledger: new, address, balance, transfer, history.
+    Wallet(wallet::WalletArgs),
 }
 
 /// Runs one parsed command line.
@@ -61,6 +67,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(cmd) => worker::run(cmd),
         Command::Gateway(args) => gateway::run(args),
         Command::Devnet(args) => devnet::run(args),
+        Command::Node(args) => node::run(args),
+        Command::Wallet(args) => wallet::run(args),
     }
 }
 
