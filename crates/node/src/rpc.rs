@@ -181,13 +181,6 @@ pub async fn serve(ctx: RpcContext, addr: SocketAddr) -> std::io::Result<()> {
     serve_listener(ctx, listener).await
 }
 
-/// Serves the RPC on an already bound listener (bind it before starting the validator to report a
-/// busy port early). Must be called inside a tokio runtime.
-pub async fn serve_std(ctx: RpcContext, listener: std::net::TcpListener) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
-    serve_listener(ctx, tokio::net::TcpListener::from_std(listener)?).await
-}
-
 async fn serve_listener(ctx: RpcContext, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let state = Arc::new(RpcState::from_context(ctx));

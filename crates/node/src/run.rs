@@ -230,7 +230,10 @@ where
             return Err(NodeError::Config("the validator set lists a key twice".into()));
         };
         oracle.track(0, map);
-        let quota = Quota::per_second(NZU32!(100_000));
+        // Per peer and channel. Commonware preallocates every channel's mailbox at peers x burst
+        // (and the router's at their sum): 100,000/s cost ~5 GiB of memory and ~20 s of start-up per
+        // validator. Consensus sends a handful of messages per view, so 1,000/s is ample.
+        let quota = Quota::per_second(NZU32!(1_000));
         let chans = Channels {
             votes: network.register(channels::VOTES, quota),
             certificates: network.register(channels::CERTIFICATES, quota),
