@@ -580,7 +580,7 @@ async fn request_seed(state: &RpcState, request: SeedRequest) -> Result<Value, F
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&nonce);
-    if !issued.is_some_and(|at| at.elapsed() < CHALLENGE_TTL) {
+    if issued.is_none_or(|at| at.elapsed() >= CHALLENGE_TTL) {
         return Err(Failure::new(
             codes::SEED_REFUSED,
             "unknown, used or expired seed challenge; ask veil_seedChallenge for a fresh nonce (each lives 60 s and \
