@@ -538,8 +538,8 @@ const LEDGER_READY_TIMEOUT: Duration = Duration::from_secs(300);
 /// The devnet's confidential ledger: [`DEVNET_VALIDATORS`] `veil node` processes (this same binary) on
 /// 127.0.0.1 ports the OS chose, written afresh by `veil node init` into `STATE_DIR/ledger` at each start
 /// (a genesis funding a demo wallet; validator 0 creates the network seed, the others obtain it from it
-/// by attestation). Their output goes to `STATE_DIR/ledger/logs/`. [`LocalLedger::stop`] (or dropping
-/// it) kills and reaps every process.
+/// by attestation). Their output and process ids go to `STATE_DIR/ledger/logs/`. [`LocalLedger::stop`]
+/// (or dropping it) kills and reaps every process.
 #[derive(Debug)]
 pub struct LocalLedger {
     /// The network's directory (genesis, demo wallet, one directory per validator).
@@ -643,7 +643,12 @@ impl LocalLedger {
                 .stderr(log)
                 .spawn()
                 .with_context(|| format!("cannot start validator {i}"))?;
+            let pid = child.id();
             ledger.children.push(child);
+            // For the user, should this process be killed before it can stop them.
+            let pid_path = logs.join(format!("validator-{i}.pid"));
+            std::fs::write(&pid_path, format!("{pid}\n"))
+                .with_context(|| format!("cannot write {}", pid_path.display()))?;
         }
         Ok(ledger)
     }
