@@ -19,6 +19,28 @@ pub enum BenchCommand {
     /// The cost of confidentiality: the same prompts through the engine directly and through gateway →
     /// worker (decode tokens/s ratio, added time to first token), and model load from bundle vs plain file.
     Confidential(crate::bench_confidential::ConfidentialBenchArgs),
+    /// The confidential ledger: 4 validators on this machine (real p2p over loopback) and a load
+    /// generator of signed, encrypted transfers: finalized transfers/s and finality latency p50/p99.
+    Ledger(LedgerBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LedgerBenchArgs {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Transfers to submit.
+    #[arg(long, default_value_t = 20_000)]
+    pub transfers: usize,
+    /// Sending wallets.
+    #[arg(long, default_value_t = 200)]
+    pub wallets: usize,
+    /// Target submission rate, transfers per second.
+    #[arg(long, default_value_t = 4_000)]
+    pub rate: u64,
+    /// Most transfers submitted but not yet final at once.
+    #[arg(long, default_value_t = 8_000)]
+    pub max_in_flight: usize,
 }
 
 #[derive(Debug, Args)]
@@ -43,7 +65,28 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Attest(args) => bench_attest(&args),
         BenchCommand::Engine(a) => crate::chat::bench(a),
         BenchCommand::Confidential(a) => crate::bench_confidential::run(a),
+        BenchCommand::Ledger(a) => bench_ledger(&a),
     }
+}
+
+fn bench_ledger(args: &LedgerBenchArgs) -> anyhow::Result<ExitCode> {
+    let config = veil_node::bench::LedgerBenchConfig {
+        transfers: args.transfers,
+        wallets: args.wallets,
+        rate: args.rate,
+        max_in_flight: args.max_in_flight,
+        ..Default::default()
+    };
+    let report = veil_node::bench::run_ledger_bench(config, |line| eprintln!("{line}"))?;
+    let mut value = serde_json::to_value(&report)?;
+    value["ratio_to_goal_transfers_per_second"] =
+        json!(report.transfers_per_second / report.goal_transfers_per_second);
+    value["ratio_to_goal_latency_p50"] = json!(report.latency_ms_p50 / report.goal_latency_ms_p50);
+    print_report(&value, args.json)?;
+    if !report.roots_agree {
+        anyhow::bail!("the validators disagree on the state root at the final height");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn bench_attest(args: &AttestBenchArgs) -> anyhow::Result<ExitCode> {

@@ -11,6 +11,8 @@ use crate::block::{Block, Digest, tx_id};
 /// How many recent heights keep their state root and block digest in memory (for status and
 /// agreement checks).
 const RECENT_ROOTS: usize = 4_096;
+/// How many recent heights keep their envelope ids.
+const RECENT_IDS: usize = 256;
 
 /// Counters for status and metrics.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -47,6 +49,8 @@ pub(crate) struct Core {
     pub(crate) mempool: Mempool,
     pub(crate) stats: Stats,
     pub(crate) recent: BTreeMap<u64, Executed>,
+    /// Envelope ids of the most recent executed blocks (benchmarks and finality tracking).
+    pub(crate) recent_ids: BTreeMap<u64, Vec<[u8; 32]>>,
     /// Where admitted client submissions go to be gossiped to the other validators.
     pub(crate) outbox: Option<commonware_utils::channel::mpsc::UnboundedSender<Vec<u8>>>,
 }
@@ -63,6 +67,7 @@ impl SharedCore {
             mempool: Mempool::new(mempool_capacity),
             stats: Stats::default(),
             recent: BTreeMap::new(),
+            recent_ids: BTreeMap::new(),
             outbox: None,
         })))
     }
@@ -83,7 +88,10 @@ impl SharedCore {
         let core = self.lock();
         let mut picked = Vec::new();
         let mut bytes = 0usize;
-        for tx in core.mempool.take(max_txs + exclude.len(), max_bytes + exclude.len() * 4096) {
+        for tx in core
+            .mempool
+            .take(max_txs + exclude.len(), max_bytes + exclude.len() * 4096)
+        {
             if picked.len() >= max_txs {
                 break;
             }
@@ -135,7 +143,9 @@ impl SharedCore {
         let core = &mut *core;
         // Envelopes this validator admitted were opened and verified then: reuse that work.
         let mempool = &core.mempool;
-        let outcome = core.ledger.execute_block_with(block.height.get(), &block.txs, |id| mempool.opened(id))?;
+        let outcome = core
+            .ledger
+            .execute_block_with(block.height.get(), &block.txs, |id| mempool.opened(id))?;
         core.mempool.on_block(&core.ledger, &block.txs);
         core.stats.blocks += 1;
         core.stats.applied_txs += u64::from(outcome.applied);
@@ -152,6 +162,11 @@ impl SharedCore {
         );
         while core.recent.len() > RECENT_ROOTS {
             core.recent.pop_first();
+        }
+        core.recent_ids
+            .insert(block.height.get(), outcome.results.iter().map(|r| r.id).collect());
+        while core.recent_ids.len() > RECENT_IDS {
+            core.recent_ids.pop_first();
         }
         Ok(outcome)
     }
@@ -180,6 +195,11 @@ impl SharedCore {
     /// The digest and state root of a recently executed height.
     pub fn executed_at(&self, height: u64) -> Option<Executed> {
         self.lock().recent.get(&height).copied()
+    }
+
+    /// The envelope ids of a recently executed block, in block order.
+    pub fn executed_tx_ids(&self, height: u64) -> Option<Vec<[u8; 32]>> {
+        self.lock().recent_ids.get(&height).cloned()
     }
 
     /// Runs `f` with the ledger (read-only).

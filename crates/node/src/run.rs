@@ -11,7 +11,10 @@ use commonware_codec::{Copying, DecodeExt as _};
 use commonware_cryptography::{ChaCha20Poly1305, Signer as _, ed25519};
 use commonware_p2p::{Address, AddressableManager as _, authenticated::lookup};
 use commonware_runtime::{Quota, Runner as _, Supervisor as _, tokio as cw_tokio};
-use commonware_stream::{cups::{self, Cups}, sake::{self, Sake}};
+use commonware_stream::{
+    cups::{self, Cups},
+    sake::{self, Sake},
+};
 use commonware_utils::{NZU32, NZUsize, ordered::Map};
 use serde::{Deserialize, Serialize};
 use veil_crypto::kdf::Seed;
@@ -96,8 +99,8 @@ impl NodeConfig {
     pub fn load(path: &std::path::Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| NodeError::Config(format!("reading {}: {e}", path.display())))?;
-        let config: Self = serde_json::from_str(&text)
-            .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
+        let config: Self =
+            serde_json::from_str(&text).map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
         Ok(config)
     }
 
@@ -108,25 +111,34 @@ impl NodeConfig {
             .map(|p| {
                 let bytes = hex::decode(&p.public_key)
                     .map_err(|_| NodeError::Config(format!("validator key {:?} is not hex", p.public_key)))?;
-                ed25519::PublicKey::decode(Copying(&bytes[..]))
-                    .map_err(|_| NodeError::Config(format!("validator key {:?} is not an Ed25519 public key", p.public_key)))
+                ed25519::PublicKey::decode(Copying(&bytes[..])).map_err(|_| {
+                    NodeError::Config(format!(
+                        "validator key {:?} is not an Ed25519 public key",
+                        p.public_key
+                    ))
+                })
             })
             .collect()
     }
 
     /// Reads this validator's consensus key.
     pub fn signer(&self) -> Result<ed25519::PrivateKey> {
-        let text = Zeroizing::new(
-            std::fs::read_to_string(&self.key_file)
-                .map_err(|e| NodeError::Config(format!("reading the key file {}: {e}", self.key_file.display())))?,
-        );
+        let text = Zeroizing::new(std::fs::read_to_string(&self.key_file).map_err(|e| {
+            NodeError::Config(format!("reading the key file {}: {e}", self.key_file.display()))
+        })?);
         let bytes = Zeroizing::new(
-            hex::decode(text.trim()).map_err(|_| NodeError::Config("the key file must hold 32 bytes of hex".into()))?,
+            hex::decode(text.trim())
+                .map_err(|_| NodeError::Config("the key file must hold 32 bytes of hex".into()))?,
         );
         ed25519::PrivateKey::decode(Copying(&bytes[..]))
             .map_err(|_| NodeError::Config("the key file must hold 32 bytes of hex (an Ed25519 seed)".into()))
     }
 }
+
+/// Messages per second per peer and channel. Commonware preallocates each channel's inbound
+/// mailbox at peers x burst, so this also sizes memory: 1,000/s keeps a validator small while
+/// allowing far more than consensus and batched gossip send.
+pub const P2P_QUOTA: Quota = Quota::per_second(NZU32!(1_000));
 
 /// The network namespace (binds p2p handshakes to Veil).
 const P2P_NAMESPACE: &[u8] = b"veil/v1/p2p";
@@ -136,7 +148,10 @@ pub struct RpcContext {
     /// The running validator's state.
     pub core: crate::core::SharedCore,
     /// Marshal's mailbox (blocks by height).
-    pub marshal: commonware_consensus::marshal::core::Mailbox<crate::app::Scheme, commonware_consensus::marshal::standard::Standard<crate::block::Block>>,
+    pub marshal: commonware_consensus::marshal::core::Mailbox<
+        crate::app::Scheme,
+        commonware_consensus::marshal::standard::Standard<crate::block::Block>,
+    >,
     /// The genesis.
     pub genesis: Genesis,
     /// The validator set.
@@ -149,14 +164,21 @@ pub struct RpcContext {
 
 /// Runs a validator until the process is stopped. `serve_rpc` starts the RPC server on the given
 /// listener address (see `crate::rpc`); it runs on the same tokio runtime.
-pub fn run<F, Fut>(config: NodeConfig, platform: Arc<dyn veil_platform::Platform>, sealer: Arc<dyn Sealer>, seed: Option<Seed>, serve_rpc: F) -> Result<()>
+pub fn run<F, Fut>(
+    config: NodeConfig,
+    platform: Arc<dyn veil_platform::Platform>,
+    sealer: Arc<dyn Sealer>,
+    seed: Option<Seed>,
+    serve_rpc: F,
+) -> Result<()>
 where
     F: FnOnce(RpcContext, SocketAddr) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let genesis_text = std::fs::read_to_string(&config.genesis)
         .map_err(|e| NodeError::Config(format!("reading the genesis {}: {e}", config.genesis.display())))?;
-    let genesis = Genesis::from_json(&genesis_text).map_err(|e| NodeError::Config(format!("genesis: {e}")))?;
+    let genesis =
+        Genesis::from_json(&genesis_text).map_err(|e| NodeError::Config(format!("genesis: {e}")))?;
     let signer = config.signer()?;
     let keys = config.validator_keys()?;
     let me = signer.public_key();
@@ -167,7 +189,9 @@ where
         )));
     };
     if config.validators[my_entry].p2p.port() != config.p2p_listen.port() {
-        return Err(NodeError::Config("p2p_listen does not match this validator's p2p address in `validators`".into()));
+        return Err(NodeError::Config(
+            "p2p_listen does not match this validator's p2p address in `validators`".into(),
+        ));
     }
     // Fees go to each validator's key's account: the genesis must list exactly those accounts.
     let expected: Vec<_> = keys
@@ -192,17 +216,28 @@ where
         sealer,
         partition: "veil".into(),
         mempool_capacity: config.mempool_capacity,
-        limits: BlockLimits { max_txs: config.block_max_txs, max_bytes: crate::block::MAX_BLOCK_TX_BYTES },
-        timing: Timing { leader_timeout: Duration::from_millis(config.leader_timeout_ms), ..Timing::default() },
+        limits: BlockLimits {
+            max_txs: config.block_max_txs,
+            max_bytes: crate::block::MAX_BLOCK_TX_BYTES,
+        },
+        timing: Timing {
+            leader_timeout: Duration::from_millis(config.leader_timeout_ms),
+            ..Timing::default()
+        },
     };
     validator::validate(&validator_config)?;
 
     let runtime = cw_tokio::Runner::new(
-        cw_tokio::Config::new().with_storage_directory(config.data_dir.join("chain")).with_worker_threads(2),
+        cw_tokio::Config::new()
+            .with_storage_directory(config.data_dir.join("chain"))
+            .with_worker_threads(2),
     );
     let rpc_listen = config.rpc_listen;
-    let peers: Vec<(ed25519::PublicKey, Address)> =
-        keys.iter().cloned().zip(config.validators.iter().map(|p| Address::Symmetric(p.p2p))).collect();
+    let peers: Vec<(ed25519::PublicKey, Address)> = keys
+        .iter()
+        .cloned()
+        .zip(config.validators.iter().map(|p| Address::Symmetric(p.p2p)))
+        .collect();
     let max_message = validator::max_message_size(keys.len());
     let validators_info = config.validators.clone();
     let allow_sim = config.allow_simulated_tee;
@@ -233,7 +268,7 @@ where
         // Per peer and channel. Commonware preallocates every channel's mailbox at peers x burst
         // (and the router's at their sum): 100,000/s cost ~5 GiB of memory and ~20 s of start-up per
         // validator. Consensus sends a handful of messages per view, so 1,000/s is ample.
-        let quota = Quota::per_second(NZU32!(1_000));
+        let quota = P2P_QUOTA;
         let chans = Channels {
             votes: network.register(channels::VOTES, quota),
             certificates: network.register(channels::CERTIFICATES, quota),
@@ -243,7 +278,14 @@ where
             txs: network.register(channels::TXS, quota),
         };
         network.start();
-        let v = validator::start(context.child("validator"), validator_config, chans, oracle.clone(), oracle).await?;
+        let v = validator::start(
+            context.child("validator"),
+            validator_config,
+            chans,
+            oracle.clone(),
+            oracle,
+        )
+        .await?;
         tracing::info!(
             rpc = %rpc_listen,
             p2p = %p2p_listen,
