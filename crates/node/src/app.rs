@@ -89,27 +89,46 @@ where
         let mut exclude: HashSet<[u8; 32]> = HashSet::new();
         let mut walked = 0;
         while walked < MAX_ANCESTRY_WALK {
-            let Some(ancestor) = ancestry.next().await else { break };
+            let Some(ancestor) = ancestry.next().await else {
+                break;
+            };
             if ancestor.height().get() <= executed {
                 break;
             }
             exclude.extend(ancestor.inner().txs.iter().map(|tx| crate::block::tx_id(tx)));
             walked += 1;
         }
-        let txs = self.core.candidates(self.limits.max_txs, self.limits.max_bytes, &exclude);
+        let txs = self
+            .core
+            .candidates(self.limits.max_txs, self.limits.max_bytes, &exclude);
         let timestamp_ms = now_ms(&clock).max(parent.inner().timestamp_ms);
         let block = Block::new(parent.digest(), parent.height().next(), timestamp_ms, txs);
-        debug!(height = block.height.get(), txs = block.txs.len(), "proposing block");
+        debug!(
+            height = block.height.get(),
+            txs = block.txs.len(),
+            "proposing block"
+        );
         let digest = block.digest();
         Some(Digested::precomputed(block, digest))
     }
 
-    async fn verify(&mut self, _context: (E, Self::Context), mut ancestry: impl Ancestry<Self::Block>) -> bool {
+    async fn verify(
+        &mut self,
+        _context: (E, Self::Context),
+        mut ancestry: impl Ancestry<Self::Block>,
+    ) -> bool {
         // The Inline wrapper has already checked the parent link and the height.
-        let Some(block) = ancestry.next().await else { return false };
-        let Some(parent) = ancestry.next().await else { return false };
+        let Some(block) = ancestry.next().await else {
+            return false;
+        };
+        let Some(parent) = ancestry.next().await else {
+            return false;
+        };
         if block.inner().timestamp_ms < parent.inner().timestamp_ms {
-            warn!(height = block.height().get(), "refusing block: its timestamp is before its parent's");
+            warn!(
+                height = block.height().get(),
+                "refusing block: its timestamp is before its parent's"
+            );
             return false;
         }
         // Envelopes are opened only when the block executes (a malformed one is then skipped
@@ -117,7 +136,10 @@ where
         let mut seen = HashSet::with_capacity(block.inner().txs.len());
         for tx in &block.inner().txs {
             if !seen.insert(crate::block::tx_id(tx)) {
-                warn!(height = block.height().get(), "refusing block: it carries the same envelope twice");
+                warn!(
+                    height = block.height().get(),
+                    "refusing block: it carries the same envelope twice"
+                );
                 return false;
             }
         }
@@ -149,7 +171,10 @@ impl commonware_consensus::Reporter for Finalizer {
                 if let Err(mpsc::error::SendError((block, ack))) = self.sender.send((block, ack)) {
                     // The executor is gone (shutting down): leave the block unacknowledged so
                     // marshal delivers it again after restart.
-                    debug!(height = block.height().get(), "executor stopped; block left for redelivery");
+                    debug!(
+                        height = block.height().get(),
+                        "executor stopped; block left for redelivery"
+                    );
                     drop(ack);
                 }
             }
@@ -177,7 +202,10 @@ pub async fn run_executor<E>(
             continue;
         }
         if height != executed + 1 {
-            warn!(height, executed, "finalized block out of order; waiting for redelivery");
+            warn!(
+                height,
+                executed, "finalized block out of order; waiting for redelivery"
+            );
             drop(ack);
             continue;
         }

@@ -58,7 +58,13 @@ impl std::fmt::Debug for Block {
 impl Block {
     /// Builds a block and computes its digest once.
     pub fn new(parent: Digest, height: Height, timestamp_ms: u64, txs: Vec<Vec<u8>>) -> Self {
-        let mut block = Self { parent, height, timestamp_ms, txs, digest: Digest::from([0u8; 32]) };
+        let mut block = Self {
+            parent,
+            height,
+            timestamp_ms,
+            txs,
+            digest: Digest::from([0u8; 32]),
+        };
         block.digest = block.compute_digest();
         block
     }
@@ -101,7 +107,11 @@ impl EncodeSize for Block {
 }
 
 fn need(buf: &impl Buf, n: usize) -> Result<(), CodecError> {
-    if buf.remaining() < n { Err(CodecError::EndOfBuffer) } else { Ok(()) }
+    if buf.remaining() < n {
+        Err(CodecError::EndOfBuffer)
+    } else {
+        Ok(())
+    }
 }
 
 impl Read for Block {
@@ -123,11 +133,17 @@ impl Read for Block {
             need(buf, 4)?;
             let len = buf.get_u32() as usize;
             if len == 0 || len > MAX_TX_BYTES {
-                return Err(CodecError::Invalid("veil block", "transaction envelope size out of range"));
+                return Err(CodecError::Invalid(
+                    "veil block",
+                    "transaction envelope size out of range",
+                ));
             }
             total += len;
             if total > MAX_BLOCK_TX_BYTES {
-                return Err(CodecError::Invalid("veil block", "transactions exceed the block size limit"));
+                return Err(CodecError::Invalid(
+                    "veil block",
+                    "transactions exceed the block size limit",
+                ));
             }
             need(buf, len)?;
             let mut tx = vec![0u8; len];
@@ -170,7 +186,12 @@ mod tests {
     use commonware_codec::{Copying, DecodeExt, Encode};
 
     fn sample() -> Block {
-        Block::new(Digest::from([7u8; 32]), Height::new(3), 1_700_000_000_000, vec![vec![1, 2, 3], vec![9; 5]])
+        Block::new(
+            Digest::from([7u8; 32]),
+            Height::new(3),
+            1_700_000_000_000,
+            vec![vec![1, 2, 3], vec![9; 5]],
+        )
     }
 
     #[test]
@@ -197,11 +218,21 @@ mod tests {
     fn digest_commits_to_every_field() {
         let base = sample();
         let variants = [
-            Block::new(Digest::from([8u8; 32]), base.height, base.timestamp_ms, base.txs.clone()),
+            Block::new(
+                Digest::from([8u8; 32]),
+                base.height,
+                base.timestamp_ms,
+                base.txs.clone(),
+            ),
             Block::new(base.parent, Height::new(4), base.timestamp_ms, base.txs.clone()),
             Block::new(base.parent, base.height, base.timestamp_ms + 1, base.txs.clone()),
             Block::new(base.parent, base.height, base.timestamp_ms, vec![vec![1, 2, 3]]),
-            Block::new(base.parent, base.height, base.timestamp_ms, vec![vec![1, 2], vec![3], vec![9; 5]]),
+            Block::new(
+                base.parent,
+                base.height,
+                base.timestamp_ms,
+                vec![vec![1, 2], vec![3], vec![9; 5]],
+            ),
         ];
         for v in variants {
             assert_ne!(v.digest(), base.digest());
@@ -212,7 +243,10 @@ mod tests {
     fn truncated_or_oversized_blocks_are_refused() {
         let bytes = sample().encode();
         for cut in 0..bytes.len() {
-            assert!(Block::decode(Copying(&bytes[..cut])).is_err(), "truncated at {cut} accepted");
+            assert!(
+                Block::decode(Copying(&bytes[..cut])).is_err(),
+                "truncated at {cut} accepted"
+            );
         }
         let mut trailing = bytes.to_vec();
         trailing.push(0);
@@ -220,7 +254,9 @@ mod tests {
         let mut huge = sample().encode().to_vec();
         huge[48..52].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(Block::decode(Copying(&huge[..])).is_err());
-        let mut empty_tx = Block::new(Digest::from([0; 32]), Height::new(1), 0, vec![vec![1]]).encode().to_vec();
+        let mut empty_tx = Block::new(Digest::from([0; 32]), Height::new(1), 0, vec![vec![1]])
+            .encode()
+            .to_vec();
         empty_tx[52..56].copy_from_slice(&0u32.to_be_bytes());
         empty_tx.pop();
         assert!(Block::decode(Copying(&empty_tx[..])).is_err());

@@ -44,7 +44,8 @@ pub struct SeedRequester {
 impl SeedRequester {
     /// Creates the enclave key and the evidence for `nonce` (the grantor's challenge).
     pub fn new(platform: &dyn Platform, nonce: &[u8]) -> Result<(Self, SeedRequest)> {
-        let secret = HpkeSecretKey::generate().map_err(|e| NodeError::Seed(format!("generating the enclave key: {e}")))?;
+        let secret = HpkeSecretKey::generate()
+            .map_err(|e| NodeError::Seed(format!("generating the enclave key: {e}")))?;
         let public = secret.public_key().to_bytes();
         let rd = report_data(nonce, &keys_hash(&[&public]));
         let evidence = platform
@@ -56,17 +57,27 @@ impl SeedRequester {
             evidence: hex::encode(evidence.to_bytes()),
             hpke_public: hex::encode(public),
         };
-        Ok((Self { secret, nonce: nonce.to_vec() }, request))
+        Ok((
+            Self {
+                secret,
+                nonce: nonce.to_vec(),
+            },
+            request,
+        ))
     }
 
     /// Opens the grantor's answer: the seed and the epoch it belongs to.
     pub fn accept(&self, sealed: &[u8]) -> Result<(Seed, u64)> {
         let plain = Zeroizing::new(
-            seal::open(&self.secret, PURPOSE, &self.nonce, sealed)
-                .map_err(|e| NodeError::Seed(format!("the sealed seed does not open with our enclave key: {e}")))?,
+            seal::open(&self.secret, PURPOSE, &self.nonce, sealed).map_err(|e| {
+                NodeError::Seed(format!("the sealed seed does not open with our enclave key: {e}"))
+            })?,
         );
         if plain.len() != 40 {
-            return Err(NodeError::Seed(format!("the sealed seed has {} bytes, expected 40", plain.len())));
+            return Err(NodeError::Seed(format!(
+                "the sealed seed has {} bytes, expected 40",
+                plain.len()
+            )));
         }
         let mut epoch = [0u8; 8];
         epoch.copy_from_slice(&plain[..8]);
@@ -78,22 +89,36 @@ impl SeedRequester {
 
 /// The granting side: verifies `request` against `policy` for the `nonce` it issued and seals
 /// `seed` (of `epoch`) to the key the evidence binds. `now` is unix seconds.
-pub fn grant(seed: &Seed, epoch: u64, policy: &Policy, nonce: &[u8], request: &SeedRequest, now: u64) -> Result<Vec<u8>> {
-    let sent_nonce = hex::decode(&request.nonce).map_err(|_| NodeError::Seed("the request's nonce is not hex".into()))?;
+pub fn grant(
+    seed: &Seed,
+    epoch: u64,
+    policy: &Policy,
+    nonce: &[u8],
+    request: &SeedRequest,
+    now: u64,
+) -> Result<Vec<u8>> {
+    let sent_nonce =
+        hex::decode(&request.nonce).map_err(|_| NodeError::Seed("the request's nonce is not hex".into()))?;
     if sent_nonce != nonce {
-        return Err(NodeError::Seed("the request answers another challenge; ask for a fresh nonce".into()));
+        return Err(NodeError::Seed(
+            "the request answers another challenge; ask for a fresh nonce".into(),
+        ));
     }
     let public = hex::decode(&request.hpke_public)
         .ok()
         .and_then(|b| HpkePublicKey::from_slice(&b).ok())
         .ok_or_else(|| NodeError::Seed("the request's HPKE public key is not 32 bytes of hex".into()))?;
-    let evidence_bytes =
-        hex::decode(&request.evidence).map_err(|_| NodeError::Seed("the request's evidence is not hex".into()))?;
-    let evidence = Evidence::from_bytes(&evidence_bytes).map_err(|e| NodeError::Seed(format!("evidence: {e}")))?;
+    let evidence_bytes = hex::decode(&request.evidence)
+        .map_err(|_| NodeError::Seed("the request's evidence is not hex".into()))?;
+    let evidence =
+        Evidence::from_bytes(&evidence_bytes).map_err(|e| NodeError::Seed(format!("evidence: {e}")))?;
     let expected = ExpectedReportData::bound(nonce, &keys_hash(&[&public.to_bytes()]));
     let claims = verify_and_appraise(&evidence, policy, &expected, now)
         .map_err(|e| NodeError::Seed(format!("evidence rejected by the network policy: {e}")))?;
-    tracing::info!(simulated = claims.simulated, "granting the network seed to an attested validator");
+    tracing::info!(
+        simulated = claims.simulated,
+        "granting the network seed to an attested validator"
+    );
     let mut plain = Zeroizing::new(Vec::with_capacity(40));
     plain.extend_from_slice(&epoch.to_be_bytes());
     plain.extend_from_slice(seed.expose());

@@ -64,30 +64,44 @@ impl<E: commonware_storage::Context> Store<E> {
     pub async fn open(context: E, partition: String, sealer: Arc<dyn Sealer>) -> Result<Self> {
         let meta = Metadata::init(
             context,
-            metadata::Config { partition, codec_config: (RangeCfg::from(0..=MAX_VALUE_BYTES), ()) },
+            metadata::Config {
+                partition,
+                codec_config: (RangeCfg::from(0..=MAX_VALUE_BYTES), ()),
+            },
         )
         .await
         .map_err(|e| NodeError::Storage(format!("opening the validator store: {e}")))?;
-        Ok(Self { meta: Some(meta), sealer, sealed_epoch: None })
+        Ok(Self {
+            meta: Some(meta),
+            sealer,
+            sealed_epoch: None,
+        })
     }
 
     fn meta(&self) -> Result<&Metadata<E, U64, Vec<u8>>> {
-        self.meta.as_ref().ok_or_else(|| NodeError::Storage("the store failed earlier; restart the validator".into()))
+        self.meta
+            .as_ref()
+            .ok_or_else(|| NodeError::Storage("the store failed earlier; restart the validator".into()))
     }
 
     /// What a previous run persisted, if anything.
     pub fn load(&mut self) -> Result<Option<Persisted>> {
         let meta = self.meta()?;
-        let (Some(snapshot), Some(sealed)) = (meta.get(&U64::new(KEY_SNAPSHOT)), meta.get(&U64::new(KEY_SEED))) else {
+        let (Some(snapshot), Some(sealed)) =
+            (meta.get(&U64::new(KEY_SNAPSHOT)), meta.get(&U64::new(KEY_SEED)))
+        else {
             return Ok(None);
         };
         let snapshot = snapshot.clone();
-        let opened = self
-            .sealer
-            .unseal(sealed)
-            .map_err(|e| NodeError::Storage(format!("unsealing the network seed: {e} (was the data directory moved to another machine?)")))?;
+        let opened = self.sealer.unseal(sealed).map_err(|e| {
+            NodeError::Storage(format!(
+                "unsealing the network seed: {e} (was the data directory moved to another machine?)"
+            ))
+        })?;
         if opened.len() != 40 {
-            return Err(NodeError::Storage("the sealed network seed has the wrong length".into()));
+            return Err(NodeError::Storage(
+                "the sealed network seed has the wrong length".into(),
+            ));
         }
         let mut epoch = [0u8; 8];
         epoch.copy_from_slice(&opened[..8]);
@@ -95,15 +109,25 @@ impl<E: commonware_storage::Context> Store<E> {
         seed.copy_from_slice(&opened[8..]);
         let seed_epoch = u64::from_be_bytes(epoch);
         self.sealed_epoch = Some(seed_epoch);
-        Ok(Some(Persisted { snapshot, seed: Seed::from_bytes(seed), seed_epoch }))
+        Ok(Some(Persisted {
+            snapshot,
+            seed: Seed::from_bytes(seed),
+            seed_epoch,
+        }))
     }
 
     /// Seals `seed` (for `epoch`) into the store (durable once this returns).
     pub async fn save_seed(&mut self, seed: &Seed, epoch: u64) -> Result<()> {
         let sealed = self.seal_seed(seed, epoch)?;
-        let mut meta = self.meta.take().ok_or_else(|| NodeError::Storage("the store failed earlier".into()))?;
+        let mut meta = self
+            .meta
+            .take()
+            .ok_or_else(|| NodeError::Storage("the store failed earlier".into()))?;
         meta.put(U64::new(KEY_SEED), sealed);
-        let meta = meta.sync().await.map_err(|e| NodeError::Storage(format!("writing the sealed seed: {e}")))?;
+        let meta = meta
+            .sync()
+            .await
+            .map_err(|e| NodeError::Storage(format!("writing the sealed seed: {e}")))?;
         self.meta = Some(meta);
         self.sealed_epoch = Some(epoch);
         Ok(())
@@ -116,16 +140,23 @@ impl<E: commonware_storage::Context> Store<E> {
         // persisting it lets a restart rebuild the same ring.
         let (snapshot, epoch, seed) = core.with_ledger(|l| {
             let epoch = l.keys().seed_epoch();
-            let seed = (self.sealed_epoch != Some(epoch)).then(|| Seed::from_bytes(*l.keys().seed().expose()));
+            let seed =
+                (self.sealed_epoch != Some(epoch)).then(|| Seed::from_bytes(*l.keys().seed().expose()));
             (l.snapshot(), epoch, seed)
         });
         let sealed_seed = seed.map(|seed| self.seal_seed(&seed, epoch)).transpose()?;
-        let mut meta = self.meta.take().ok_or_else(|| NodeError::Storage("the store failed earlier".into()))?;
+        let mut meta = self
+            .meta
+            .take()
+            .ok_or_else(|| NodeError::Storage("the store failed earlier".into()))?;
         if let Some(sealed) = sealed_seed {
             meta.put(U64::new(KEY_SEED), sealed);
         }
         meta.put(U64::new(KEY_SNAPSHOT), snapshot);
-        let meta = meta.sync().await.map_err(|e| NodeError::Storage(format!("writing the ledger snapshot: {e}")))?;
+        let meta = meta
+            .sync()
+            .await
+            .map_err(|e| NodeError::Storage(format!("writing the ledger snapshot: {e}")))?;
         self.meta = Some(meta);
         self.sealed_epoch = Some(epoch);
         Ok(())
@@ -135,6 +166,8 @@ impl<E: commonware_storage::Context> Store<E> {
         let mut plain = Zeroizing::new(Vec::with_capacity(40));
         plain.extend_from_slice(&epoch.to_be_bytes());
         plain.extend_from_slice(seed.expose());
-        self.sealer.seal(&plain).map_err(|e| NodeError::Storage(format!("sealing the network seed: {e}")))
+        self.sealer
+            .seal(&plain)
+            .map_err(|e| NodeError::Storage(format!("sealing the network seed: {e}")))
     }
 }

@@ -11,7 +11,12 @@ use std::time::Duration;
 
 use commonware_broadcast::buffered;
 use commonware_consensus::{
-    marshal::{self, core::Actor as MarshalActor, resolver::p2p as marshal_resolver, standard::{Inline, Standard}},
+    marshal::{
+        self,
+        core::Actor as MarshalActor,
+        resolver::p2p as marshal_resolver,
+        standard::{Inline, Standard},
+    },
     simplex::{self, elector::RoundRobin},
     types::{Epoch, FixedEpocher, ViewDelta},
 };
@@ -26,8 +31,8 @@ use commonware_runtime::{Clock, Handle, Metrics, Spawner, Storage, buffer::paged
 use commonware_storage::archive::immutable;
 use commonware_utils::{NZDuration, NZU16, NZU64, NZUsize, ordered::Set};
 use rand_core::CryptoRng;
-use veil_ledger::{Genesis, KeyRing, Ledger};
 use veil_crypto::kdf::Seed;
+use veil_ledger::{Genesis, KeyRing, Ledger};
 
 use crate::app::{BlockLimits, Finalizer, Scheme, VeilApp, run_executor};
 use crate::block::Block;
@@ -149,14 +154,17 @@ pub fn validate(config: &ValidatorConfig) -> Result<()> {
     let me = config.signer.public_key();
     if !config.validators.contains(&me) {
         return Err(NodeError::Config(
-            "this validator's key is not in the validator set; add its public key to the genesis validators".into(),
+            "this validator's key is not in the validator set; add its public key to the genesis validators"
+                .into(),
         ));
     }
     let mut sorted = config.validators.clone();
     sorted.sort();
     sorted.dedup();
     if sorted.len() != config.validators.len() {
-        return Err(NodeError::Config("the validator set lists a public key twice".into()));
+        return Err(NodeError::Config(
+            "the validator set lists a public key twice".into(),
+        ));
     }
     if config.limits.max_txs == 0 || config.limits.max_txs > crate::block::MAX_BLOCK_TXS {
         return Err(NodeError::Config(format!(
@@ -170,11 +178,19 @@ pub fn validate(config: &ValidatorConfig) -> Result<()> {
             crate::block::MAX_BLOCK_TX_BYTES
         )));
     }
-    config.genesis.validate().map_err(|e| NodeError::Config(format!("genesis: {e}")))?;
+    config
+        .genesis
+        .validate()
+        .map_err(|e| NodeError::Config(format!("genesis: {e}")))?;
     Ok(())
 }
 
-fn archive_config<C>(prefix: &str, name: &str, page_cache: &CacheRef, codec_config: C) -> immutable::Config<C> {
+fn archive_config<C>(
+    prefix: &str,
+    name: &str,
+    page_cache: &CacheRef,
+    codec_config: C,
+) -> immutable::Config<C> {
     immutable::Config {
         metadata_partition: format!("{prefix}-{name}-metadata"),
         freezer_table_partition: format!("{prefix}-{name}-freezer-table"),
@@ -225,7 +241,12 @@ where
     let prefix = config.partition.clone();
 
     // Ledger: from the store, or from genesis.
-    let mut store = Store::open(context.child("store"), format!("{prefix}-ledger"), config.sealer.clone()).await?;
+    let mut store = Store::open(
+        context.child("store"),
+        format!("{prefix}-ledger"),
+        config.sealer.clone(),
+    )
+    .await?;
     let ledger = match store.load()? {
         Some(persisted) => {
             let keys = KeyRing::new(persisted.seed, persisted.seed_epoch);
@@ -284,7 +305,12 @@ where
 
     let finalizations = immutable::Archive::init(
         context.child("finalizations_by_height"),
-        archive_config(&prefix, "finalizations", &page_cache, Scheme::certificate_codec_config_unbounded()),
+        archive_config(
+            &prefix,
+            "finalizations",
+            &page_cache,
+            Scheme::certificate_codec_config_unbounded(),
+        ),
     )
     .await
     .map_err(|e| NodeError::Storage(format!("opening the finalizations archive: {e}")))?;
@@ -314,8 +340,13 @@ where
         max_pending_acks: NZUsize!(8),
         strategy: Sequential,
     };
-    let (actor, marshal_mailbox, _floor) =
-        MarshalActor::<_, Standard<Block>, _, _, _, _, _, _>::init(context.child("marshal"), finalizations, blocks, marshal_cfg).await;
+    let (actor, marshal_mailbox, _floor) = MarshalActor::<_, Standard<Block>, _, _, _, _, _, _>::init(
+        context.child("marshal"),
+        finalizations,
+        blocks,
+        marshal_cfg,
+    )
+    .await;
     let (finalizer, executed_rx) = Finalizer::new(core.clone());
     handles.push(actor.start(finalizer, buffer, resolver));
 
@@ -331,9 +362,17 @@ where
     let (outbox, outbox_rx) = commonware_utils::channel::mpsc::unbounded_channel();
     core.set_outbox(outbox);
     let (txs_sender, txs_receiver) = channels.txs;
-    handles.push(context.child("gossip_out").spawn(move |ctx| crate::gossip::run_outbound(ctx, txs_sender, outbox_rx)));
+    handles.push(
+        context
+            .child("gossip_out")
+            .spawn(move |ctx| crate::gossip::run_outbound(ctx, txs_sender, outbox_rx)),
+    );
     let gossip_core = core.clone();
-    handles.push(context.child("gossip_in").spawn(move |_| crate::gossip::run_inbound(gossip_core, txs_receiver)));
+    handles.push(
+        context
+            .child("gossip_in")
+            .spawn(move |_| crate::gossip::run_inbound(gossip_core, txs_receiver)),
+    );
 
     // Consensus.
     let app = VeilApp::new(core.clone(), config.limits);
@@ -369,5 +408,10 @@ where
     let engine = simplex::Engine::new(context.child("consensus"), simplex_cfg);
     handles.push(engine.start(channels.votes, channels.certificates, channels.resolver));
 
-    Ok(Validator { core, marshal: marshal_mailbox, public_key, handles })
+    Ok(Validator {
+        core,
+        marshal: marshal_mailbox,
+        public_key,
+        handles,
+    })
 }

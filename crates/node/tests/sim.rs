@@ -8,8 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use commonware_runtime::{Clock, Runner, Supervisor as _, deterministic};
 use common::{Net, genesis, wallet};
+use commonware_runtime::{Clock, Runner, Supervisor as _, deterministic};
 use veil_crypto::kdf::Seed;
 use veil_crypto::seal::{HpkePublicKey, HpkeSecretKey};
 use veil_crypto::sign::SigningKey;
@@ -19,7 +19,13 @@ const WALLETS: u8 = 4;
 const AMOUNT: u64 = 1_000;
 
 /// Transfers wallet i -> wallet (i+1) % WALLETS, `per_wallet` each, nonces from `first_nonce`.
-fn transfers(g: &veil_ledger::Genesis, tx_public: &HpkePublicKey, epoch: u64, per_wallet: u64, first_nonce: u64) -> Vec<Vec<u8>> {
+fn transfers(
+    g: &veil_ledger::Genesis,
+    tx_public: &HpkePublicKey,
+    epoch: u64,
+    per_wallet: u64,
+    first_nonce: u64,
+) -> Vec<Vec<u8>> {
     let fee = g.fees.buckets[0].fee;
     let mut out = Vec::new();
     for n in 0..per_wallet {
@@ -60,7 +66,11 @@ fn assert_balances(net: &Net, node: usize, transfers_each: u64) {
     for i in 0..WALLETS {
         let (bal, nonce) = balance(net, node, &wallet(i));
         assert_eq!(nonce, transfers_each, "wallet {i} nonce on validator {node}");
-        assert_eq!(bal, 1_000_000_000 - transfers_each * fee, "wallet {i} balance on validator {node}");
+        assert_eq!(
+            bal,
+            1_000_000_000 - transfers_each * fee,
+            "wallet {i} balance on validator {node}"
+        );
     }
 }
 
@@ -75,7 +85,9 @@ fn submit_round_robin(net: &Net, txs: &[Vec<u8>], to: &[usize]) {
 
 fn runner(seed: u64) -> deterministic::Runner {
     deterministic::Runner::new(
-        deterministic::Config::default().with_seed(seed).with_timeout(Some(Duration::from_secs(600))),
+        deterministic::Config::default()
+            .with_seed(seed)
+            .with_timeout(Some(Duration::from_secs(600))),
     )
 }
 
@@ -89,11 +101,16 @@ fn all_online_run(seed: u64, txs: Vec<Vec<u8>>) -> (String, Vec<[u8; 32]>) {
         net.settle(&[0, 1, 2, 3]).await;
         let h = (0..4).map(|i| net.height(i)).min().unwrap();
         let roots = net.roots_at(&[0, 1, 2, 3], h);
-        assert!(roots.iter().all(|r| *r == roots[0]), "validators disagree on the state root at {h}");
+        assert!(
+            roots.iter().all(|r| *r == roots[0]),
+            "validators disagree on the state root at {h}"
+        );
         for i in 0..4 {
             assert_balances(&net, i, txs.len() as u64 / u64::from(WALLETS));
         }
-        let by_height = (1..=h).map(|k| net.nodes[&0].core.executed_at(k).unwrap().state_root).collect();
+        let by_height = (1..=h)
+            .map(|k| net.nodes[&0].core.executed_at(k).unwrap().state_root)
+            .collect();
         (ctx.auditor().state(), by_height)
     })
 }
@@ -123,7 +140,10 @@ fn partition_two_two_then_heal() {
         submit_round_robin(&net, &txs, &[0, 2]);
         ctx.sleep(Duration::from_secs(10)).await;
         for i in 0..4 {
-            assert!(net.height(i) <= stalled[i] + 1, "validator {i} finalized without a quorum");
+            assert!(
+                net.height(i) <= stalled[i] + 1,
+                "validator {i} finalized without a quorum"
+            );
         }
         net.link_all().await;
         net.settle(&[0, 1, 2, 3]).await;
@@ -155,11 +175,17 @@ fn crashed_validator_restarts_from_disk_and_catches_up() {
         net.wait_height(&[0, 1, 2], crashed_at + 5).await;
         // Restart from its own storage: it resumes from its snapshot and backfills from peers.
         net.start(3).await;
-        assert!(net.height(3) >= crashed_at, "restarted validator lost executed blocks");
+        assert!(
+            net.height(3) >= crashed_at,
+            "restarted validator lost executed blocks"
+        );
         let target = net.height(0) + 2;
         net.wait_height(&[0, 1, 2, 3], target).await;
         let roots = net.roots_at(&[0, 1, 2, 3], target);
-        assert!(roots.iter().all(|r| *r == roots[0]), "restarted validator disagrees on the state root");
+        assert!(
+            roots.iter().all(|r| *r == roots[0]),
+            "restarted validator disagrees on the state root"
+        );
         assert_balances(&net, 3, 6);
     });
 }
@@ -177,11 +203,16 @@ fn byzantine_conflicter_cannot_stop_honest_validators() {
         }
         // Validator 3 signs conflicting votes for every view instead of running consensus.
         let control = net.oracle.control(net.keys[3].clone());
-        let votes = control.register(veil_node::validator::channels::VOTES, common::QUOTA).await.unwrap();
+        let votes = control
+            .register(veil_node::validator::channels::VOTES, common::QUOTA)
+            .await
+            .unwrap();
         let participants = commonware_utils::ordered::Set::from_iter_dedup(net.keys.iter().cloned());
         let scheme =
-            veil_node::app::Scheme::signer(b"veil/v1/consensus", participants, net.signers[3].clone()).unwrap();
-        conflicter::Conflicter::<_, _, Sha256>::new(ctx.child("byzantine"), conflicter::Config { scheme }).start(votes);
+            veil_node::app::Scheme::signer(b"veil/v1/consensus", participants, net.signers[3].clone())
+                .unwrap();
+        conflicter::Conflicter::<_, _, Sha256>::new(ctx.child("byzantine"), conflicter::Config { scheme })
+            .start(votes);
 
         submit_round_robin(&net, &txs, &[0, 1, 2]);
         net.settle(&[0, 1, 2]).await;

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use commonware_cryptography::{Signer as _, ed25519::{PrivateKey, PublicKey}};
+use commonware_cryptography::{
+    Signer as _,
+    ed25519::{PrivateKey, PublicKey},
+};
 use commonware_p2p::simulated::{self, Link, Network, Oracle};
 use commonware_runtime::{Clock, Quota, Supervisor as _, deterministic};
 use commonware_utils::{NZU32, NZUsize, probability};
@@ -17,7 +20,11 @@ use veil_node::validator::{self, Channels, Timing, Validator, ValidatorConfig, c
 use zeroize::Zeroizing;
 
 pub const QUOTA: Quota = Quota::per_second(NZU32!(100_000));
-pub const LINK: Link = Link { latency: Duration::from_millis(20), jitter: Duration::from_millis(5), success_rate: probability!(1.0) };
+pub const LINK: Link = Link {
+    latency: Duration::from_millis(20),
+    jitter: Duration::from_millis(5),
+    success_rate: probability!(1.0),
+};
 
 /// Test-only "sealing": a fixed tag, no secrecy. The deterministic simulator checks that a seed
 /// reproduces a run byte for byte, storage included, so this stand-in must be deterministic; real
@@ -29,7 +36,10 @@ impl Sealer for TestSealer {
         Ok([b"TESTSEAL".as_slice(), data].concat())
     }
     fn unseal(&self, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
-        sealed.strip_prefix(b"TESTSEAL").map(|d| Zeroizing::new(d.to_vec())).ok_or_else(|| "not test-sealed".to_string())
+        sealed
+            .strip_prefix(b"TESTSEAL")
+            .map(|d| Zeroizing::new(d.to_vec()))
+            .ok_or_else(|| "not test-sealed".to_string())
     }
 }
 
@@ -42,9 +52,18 @@ pub fn genesis(n_validators: usize, wallets: u8, epoch_length: u64) -> Genesis {
     Genesis {
         chain_id: "veil-sim".into(),
         epoch_length,
-        allocations: (0..wallets).map(|i| Allocation { address: wallet(i).verifying_key().address(), amount: 1_000_000_000 }).collect(),
+        allocations: (0..wallets)
+            .map(|i| Allocation {
+                address: wallet(i).verifying_key().address(),
+                amount: 1_000_000_000,
+            })
+            .collect(),
         validators: (0..n_validators)
-            .map(|i| ValidatorAccount { address: SigningKey::from_bytes(&[0x10 + i as u8; 32]).verifying_key().address() })
+            .map(|i| ValidatorAccount {
+                address: SigningKey::from_bytes(&[0x10 + i as u8; 32])
+                    .verifying_key()
+                    .address(),
+            })
             .collect(),
         fees: FeeSchedule::default(),
     }
@@ -92,11 +111,17 @@ impl Net {
     }
 
     pub async fn link(&mut self, a: usize, b: usize) {
-        let _ = self.oracle.add_link(self.keys[a].clone(), self.keys[b].clone(), LINK).await;
+        let _ = self
+            .oracle
+            .add_link(self.keys[a].clone(), self.keys[b].clone(), LINK)
+            .await;
     }
 
     pub async fn unlink(&mut self, a: usize, b: usize) {
-        let _ = self.oracle.remove_link(self.keys[a].clone(), self.keys[b].clone()).await;
+        let _ = self
+            .oracle
+            .remove_link(self.keys[a].clone(), self.keys[b].clone())
+            .await;
     }
 
     pub async fn link_all(&mut self) {
@@ -138,11 +163,16 @@ impl Net {
             sealer: Arc::new(TestSealer),
             partition: format!("validator-{i}"),
             mempool_capacity: 100_000,
-            limits: BlockLimits { max_txs: 2_000, max_bytes: 2 << 20 },
+            limits: BlockLimits {
+                max_txs: 2_000,
+                max_bytes: 2 << 20,
+            },
             timing: self.timing,
         };
         let ctx = self.ctx.child("validator").with_attribute("index", i);
-        let v = validator::start(ctx, config, chans, self.oracle.manager(), control.clone()).await.unwrap();
+        let v = validator::start(ctx, config, chans, self.oracle.manager(), control.clone())
+            .await
+            .unwrap();
         self.nodes.insert(i, v);
     }
 
@@ -189,10 +219,21 @@ impl Net {
 
     /// The state roots the listed validators hold at `height` (all must have executed it).
     pub fn roots_at(&self, which: &[usize], height: u64) -> Vec<[u8; 32]> {
-        which.iter().map(|i| self.nodes[i].core.executed_at(height).expect("executed").state_root).collect()
+        which
+            .iter()
+            .map(|i| {
+                self.nodes[i]
+                    .core
+                    .executed_at(height)
+                    .expect("executed")
+                    .state_root
+            })
+            .collect()
     }
 
     pub fn tx_key(&self, i: usize) -> (veil_crypto::seal::HpkePublicKey, u64) {
-        self.nodes[&i].core.with_ledger(|l| (l.keys().current().tx_public(), l.epoch()))
+        self.nodes[&i]
+            .core
+            .with_ledger(|l| (l.keys().current().tx_public(), l.epoch()))
     }
 }
