@@ -39,7 +39,7 @@ pub fn free_ports(count: usize) -> Vec<u16> {
 /// from validator 0's new RPC address.
 pub fn rewrite_ports(dir: &Path, rpc: &[u16], p2p: &[u16]) {
     let addr = |p: u16| format!("127.0.0.1:{p}");
-    for i in 0..rpc.len() {
+    for (i, (my_rpc, my_p2p)) in rpc.iter().zip(p2p).enumerate() {
         let path = dir.join(format!("validator-{i}/config.json"));
         let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         for (j, peer) in config["validators"]
@@ -51,8 +51,8 @@ pub fn rewrite_ports(dir: &Path, rpc: &[u16], p2p: &[u16]) {
             peer["rpc"] = json!(addr(rpc[j]));
             peer["p2p"] = json!(addr(p2p[j]));
         }
-        config["rpc_listen"] = json!(addr(rpc[i]));
-        config["p2p_listen"] = json!(addr(p2p[i]));
+        config["rpc_listen"] = json!(addr(*my_rpc));
+        config["p2p_listen"] = json!(addr(*my_p2p));
         if config["seed"].get("fetch").is_some() {
             config["seed"]["fetch"]["from"] = json!(addr(rpc[0]));
         }
@@ -238,21 +238,20 @@ impl Net {
 
     /// Kills (SIGKILL) and reaps every running validator.
     pub fn kill_all(&mut self) {
-        for i in 0..VALIDATORS {
-            if self.procs[i].is_some() {
-                self.kill(i);
-            }
+        for mut p in self.procs.iter_mut().filter_map(Option::take) {
+            p.child.kill().unwrap();
+            p.child.wait().unwrap();
         }
     }
 
     /// Panics with the nodes' log tails if a validator process has exited.
     pub fn assert_running(&mut self) {
-        for i in 0..VALIDATORS {
-            if let Some(p) = &mut self.procs[i]
-                && let Some(status) = p.child.try_wait().unwrap()
-            {
-                panic!("validator {i} exited ({status}):\n{}", self.tails());
-            }
+        let exited = self.procs.iter_mut().enumerate().find_map(|(i, p)| {
+            let status = p.as_mut()?.child.try_wait().unwrap()?;
+            Some((i, status))
+        });
+        if let Some((i, status)) = exited {
+            panic!("validator {i} exited ({status}):\n{}", self.tails());
         }
     }
 
