@@ -48,9 +48,8 @@ const A_TO_B_2: u64 = 0x3C0F_FEE1_D00D;
 /// What the unrelated wallet C gets (not a needle).
 const TO_C: u64 = 777;
 
-/// Log filter of the nodes in this test: trace in Veil's own crates (the code that sees plaintext),
-/// info in the libraries below them (Commonware's debug logs, which never see plaintext, slow a debug
-/// build's start from seconds to minutes on a 2-core machine).
+/// Log filter of the nodes in this test: trace in Veil's own crates (the code that sees plaintext), info
+/// in the libraries below them (Commonware never sees plaintext, and its debug output is voluminous).
 const NODE_LOG: &str = "info,veil_node=trace,veil_ledger=trace,veil_cli=trace,veil_client=trace,veil_platform=trace,veil_crypto=trace";
 
 fn json_ok(v: &Value, what: &str) {
