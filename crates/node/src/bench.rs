@@ -12,14 +12,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
-use commonware_cryptography::{ChaCha20Poly1305, Signer as _, ed25519};
-use commonware_p2p::{Address, AddressableManager as _, authenticated::lookup};
+use commonware_cryptography::{Signer as _, ed25519};
+use commonware_p2p::Address;
 use commonware_runtime::{Runner as _, Supervisor as _, tokio as cw_tokio};
-use commonware_stream::{
-    cups::{self, Cups},
-    sake::{self, Sake},
-};
-use commonware_utils::{NZUsize, ordered::Map};
 use veil_crypto::kdf::Seed;
 use veil_crypto::sign::SigningKey;
 use veil_ledger::{
@@ -29,7 +24,7 @@ use veil_ledger::{
 use crate::app::BlockLimits;
 use crate::error::{NodeError, Result};
 use crate::store::Sealer;
-use crate::validator::{self, Channels, Timing, ValidatorConfig, channels};
+use crate::validator::{self, Timing, ValidatorConfig};
 
 /// Benchmark settings.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -212,41 +207,14 @@ pub fn run_ledger_bench(
                 .cloned()
                 .zip(ports.iter().map(|p| Address::Symmetric(*p)))
                 .collect();
-            let max_message = validator::max_message_size(N);
             let mut cores = Vec::new();
             for (i, signer) in signers.into_iter().enumerate() {
                 let ctx = context.child("validator").with_attribute("index", i);
-                let p2p_cfg = lookup::Config::local(
-                    Cups::<_, ChaCha20Poly1305>::new(
-                        Sake {
-                            signer: signer.clone(),
-                            synchrony_bound: Duration::from_secs(5),
-                            max_handshake_age: Duration::from_secs(10),
-                            version: sake::Version::V1,
-                        },
-                        cups::Version::V1,
-                    ),
-                    b"veil/v1/p2p",
-                    ports[i],
-                    NZUsize!(N),
-                    max_message,
-                    NZUsize!(4_096),
-                );
-                let (mut network, mut oracle) = lookup::Network::new(ctx.child("network"), p2p_cfg);
-                let Ok(map) = Map::try_from(peers.clone()) else {
+                let Ok((chans, oracle)) =
+                    crate::run::start_p2p(&ctx, signer.clone(), ports[i], peers.clone())
+                else {
                     return;
                 };
-                oracle.track(0, map);
-                let quota = crate::run::P2P_QUOTA;
-                let chans = Channels {
-                    votes: network.register(channels::VOTES, quota),
-                    certificates: network.register(channels::CERTIFICATES, quota),
-                    resolver: network.register(channels::RESOLVER, quota),
-                    backfill: network.register(channels::BACKFILL, quota),
-                    broadcast: network.register(channels::BROADCAST, quota),
-                    txs: network.register(channels::TXS, quota),
-                };
-                network.start();
                 let vc = ValidatorConfig {
                     signer,
                     validators: keys_for_runtime.clone(),

@@ -162,6 +162,65 @@ pub struct RpcContext {
     pub allow_simulated_tee: bool,
 }
 
+/// The p2p oracle validators use (peer provider and blocker).
+pub type P2pOracle = commonware_p2p::authenticated::lookup::Oracle<ed25519::PublicKey>;
+/// A validator's channels on the authenticated network.
+pub type P2pChannels<E> = Channels<
+    commonware_p2p::authenticated::lookup::Sender<ed25519::PublicKey, E>,
+    commonware_p2p::authenticated::lookup::Receiver<ed25519::PublicKey>,
+>;
+
+/// Starts this validator's authenticated, encrypted p2p (`lookup`: every validator's address is
+/// known; SAKE handshake with its Ed25519 identity; ChaCha20-Poly1305) on `listen`, tracks the
+/// validator set, registers Veil's channels and returns them with the oracle.
+pub fn start_p2p<E>(
+    context: &E,
+    signer: ed25519::PrivateKey,
+    listen: SocketAddr,
+    peers: Vec<(ed25519::PublicKey, Address)>,
+) -> Result<(P2pChannels<E>, P2pOracle)>
+where
+    E: commonware_runtime::Spawner
+        + commonware_runtime::Clock
+        + commonware_runtime::Network
+        + commonware_runtime::Resolver
+        + commonware_runtime::Metrics
+        + rand_core::CryptoRng,
+{
+    let max_message = validator::max_message_size(peers.len());
+    let p2p_cfg = lookup::Config::local(
+        Cups::<_, ChaCha20Poly1305>::new(
+            Sake {
+                signer,
+                synchrony_bound: Duration::from_secs(5),
+                max_handshake_age: Duration::from_secs(10),
+                version: sake::Version::V1,
+            },
+            cups::Version::V1,
+        ),
+        P2P_NAMESPACE,
+        listen,
+        NZUsize!(peers.len()),
+        max_message,
+        NZUsize!(4_096),
+    );
+    let (mut network, mut oracle) = lookup::Network::new(context.child("network"), p2p_cfg);
+    let map = Map::try_from(peers).map_err(|_| NodeError::Config("the validator set lists a key twice".into()))?;
+    oracle.track(0, map);
+    // Per peer and channel (see P2P_QUOTA).
+    let quota = P2P_QUOTA;
+    let chans = Channels {
+        votes: network.register(channels::VOTES, quota),
+        certificates: network.register(channels::CERTIFICATES, quota),
+        resolver: network.register(channels::RESOLVER, quota),
+        backfill: network.register(channels::BACKFILL, quota),
+        broadcast: network.register(channels::BROADCAST, quota),
+        txs: network.register(channels::TXS, quota),
+    };
+    network.start();
+    Ok((chans, oracle))
+}
+
 /// Runs a validator until the process is stopped. `serve_rpc` starts the RPC server on the given
 /// listener address (see `crate::rpc`); it runs on the same tokio runtime.
 pub fn run<F, Fut>(
@@ -238,46 +297,17 @@ where
         .cloned()
         .zip(config.validators.iter().map(|p| Address::Symmetric(p.p2p)))
         .collect();
-    let max_message = validator::max_message_size(keys.len());
     let validators_info = config.validators.clone();
     let allow_sim = config.allow_simulated_tee;
     let p2p_listen = config.p2p_listen;
     runtime.start(|context| async move {
-        let p2p_cfg = lookup::Config::local(
-            Cups::<_, ChaCha20Poly1305>::new(
-                Sake {
-                    signer,
-                    synchrony_bound: Duration::from_secs(5),
-                    max_handshake_age: Duration::from_secs(10),
-                    version: sake::Version::V1,
-                },
-                cups::Version::V1,
-            ),
-            P2P_NAMESPACE,
-            p2p_listen,
-            NZUsize!(peers.len()),
-            max_message,
-            NZUsize!(4_096),
-        );
-        let (mut network, mut oracle) = lookup::Network::new(context.child("network"), p2p_cfg);
-        let Ok(map) = Map::try_from(peers) else {
-            tracing::error!("the validator set lists a key twice");
-            return Err(NodeError::Config("the validator set lists a key twice".into()));
+        let (chans, oracle) = match start_p2p(&context, signer, p2p_listen, peers) {
+            Ok(started) => started,
+            Err(e) => {
+                tracing::error!(error = %e, "p2p configuration refused");
+                return Err(e);
+            }
         };
-        oracle.track(0, map);
-        // Per peer and channel. Commonware preallocates every channel's mailbox at peers x burst
-        // (and the router's at their sum): 100,000/s cost ~5 GiB of memory and ~20 s of start-up per
-        // validator. Consensus sends a handful of messages per view, so 1,000/s is ample.
-        let quota = P2P_QUOTA;
-        let chans = Channels {
-            votes: network.register(channels::VOTES, quota),
-            certificates: network.register(channels::CERTIFICATES, quota),
-            resolver: network.register(channels::RESOLVER, quota),
-            backfill: network.register(channels::BACKFILL, quota),
-            broadcast: network.register(channels::BROADCAST, quota),
-            txs: network.register(channels::TXS, quota),
-        };
-        network.start();
         let v = validator::start(
             context.child("validator"),
             validator_config,
