@@ -324,7 +324,10 @@ fn penalties_change_a_repetitive_answer() {
             changed += 1;
         }
     }
-    assert!(changed > 0, "frequency/presence penalties changed none of the answers");
+    assert!(
+        changed > 0,
+        "frequency/presence penalties changed none of the answers"
+    );
 }
 
 /// The confidential worker's path: the model exists only in a memfd, llama.cpp maps it through

@@ -205,7 +205,8 @@ where
         NZUsize!(4_096),
     );
     let (mut network, mut oracle) = lookup::Network::new(context.child("network"), p2p_cfg);
-    let map = Map::try_from(peers).map_err(|_| NodeError::Config("the validator set lists a key twice".into()))?;
+    let map =
+        Map::try_from(peers).map_err(|_| NodeError::Config("the validator set lists a key twice".into()))?;
     oracle.track(0, map);
     // Per peer and channel (see P2P_QUOTA).
     let quota = P2P_QUOTA;
