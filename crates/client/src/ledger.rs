@@ -660,17 +660,7 @@ impl fmt::Debug for SealedTransfer {
 }
 
 /// Formats an amount with thousands separators (`1,000,000`).
-pub fn format_amount(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+pub use veil_ledger::format_amount;
 
 #[cfg(test)]
 mod tests {

@@ -148,8 +148,8 @@ impl TxError {
                 required,
             } => format!(
                 "fee too low: a {bucket}-byte transaction costs {}, {} was authorised",
-                thousands(*required),
-                thousands(*offered)
+                format_amount(*required),
+                format_amount(*offered)
             ),
             Self::NonceUsed { nonce, account_nonce } => {
                 format!("nonce {nonce} already used (account nonce is {account_nonce})")
@@ -160,8 +160,8 @@ impl TxError {
             }
             Self::InsufficientBalance { need, have } => format!(
                 "insufficient balance: need {}, have {}",
-                thousands(*need),
-                thousands(*have)
+                format_amount(*need),
+                format_amount(*have)
             ),
             other => other.to_string(),
         }
@@ -321,8 +321,8 @@ pub enum LedgerError {
 /// Result alias of this crate (ledger errors by default).
 pub type Result<T, E = LedgerError> = std::result::Result<T, E>;
 
-/// `1010` → `"1,010"`.
-pub(crate) fn thousands(n: u64) -> String {
+/// An amount with thousands separators: `1010` → `"1,010"`.
+pub fn format_amount(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
@@ -357,8 +357,8 @@ mod tests {
                 .to_string()
                 .starts_with("transaction for epoch 3 refused: the network is in epoch 5")
         );
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(format_amount(0), "0");
+        assert_eq!(format_amount(999), "999");
+        assert_eq!(format_amount(1_234_567), "1,234,567");
     }
 }

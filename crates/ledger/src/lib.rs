@@ -21,7 +21,7 @@ pub mod query;
 pub mod state;
 pub mod tx;
 
-pub use error::{LedgerError, QueryError, RejectReason, TxError};
+pub use error::{LedgerError, QueryError, RejectReason, TxError, format_amount};
 pub use genesis::{Allocation, BucketFee, FeeSchedule, Genesis, ValidatorAccount};
 pub use keys::{EpochKeys, KeyRing};
 pub use ledger::{Account, Admission, BlockOutcome, Ledger, OpenedTx, TxResult, TxStatus};
