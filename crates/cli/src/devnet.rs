@@ -801,14 +801,14 @@ fn print_ready(devnet: &Devnet) -> std::io::Result<()> {
     out.flush()
 }
 
-/// Resolves when SIGINT (Ctrl-C) or SIGTERM arrives; registered before anything starts.
-struct Signals {
+/// Resolves when SIGINT (Ctrl-C) or SIGTERM arrives; registered before anything starts (also `veil node`).
+pub(crate) struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    fn register() -> anyhow::Result<Self> {
+    pub(crate) fn register() -> anyhow::Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Self {
             int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
@@ -816,7 +816,7 @@ impl Signals {
         })
     }
 
-    async fn recv(&mut self) -> &'static str {
+    pub(crate) async fn recv(&mut self) -> &'static str {
         tokio::select! {
             _ = self.int.recv() => "SIGINT",
             _ = self.term.recv() => "SIGTERM",

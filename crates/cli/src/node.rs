@@ -169,7 +169,7 @@ fn run_node(config_path: &Path, kind: PlatformKind, seed_timeout: Duration) -> a
         ) {
             tracing::warn!(error = %e, path = %marker.display(), "could not write the initialised marker");
         }
-        let mut signals = match Signals::register() {
+        let mut signals = match crate::devnet::Signals::register() {
             Ok(s) => s,
             Err(e) => {
                 record(&failure, format!("{e:#}"));
@@ -197,29 +197,6 @@ fn run_node(config_path: &Path, kind: PlatformKind, seed_timeout: Duration) -> a
 
 fn record(slot: &Mutex<Option<String>>, message: String) {
     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
-}
-
-/// Resolves when SIGINT (Ctrl-C) or SIGTERM arrives.
-struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn register() -> anyhow::Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Self {
-            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
-            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
-        })
-    }
-
-    async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.int.recv() => "SIGINT",
-            _ = self.term.recv() => "SIGTERM",
-        }
-    }
 }
 
 /// Obtains the network seed from the validator at `from`, presenting this enclave's evidence;
