@@ -13,6 +13,7 @@
 //! caller's `aad`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use hpke::aead::ChaCha20Poly1305;
 use hpke::kdf::HkdfSha256;
@@ -66,6 +67,9 @@ impl fmt::Debug for HpkePublicKey {
 pub struct HpkeSecretKey {
     secret: Zeroizing<[u8; 32]>,
     public: HpkePublicKey,
+    /// The same key parsed once inside AWS-LC, which opens messages (`None` only if AWS-LC could
+    /// not allocate it; then the `hpke` crate opens).
+    recipient: Option<Arc<crate::awslc::RecipientKey>>,
 }
 
 impl fmt::Debug for HpkeSecretKey {
@@ -89,10 +93,7 @@ impl HpkeSecretKey {
         secret.copy_from_slice(&sk.to_bytes());
         let mut public = [0u8; 32];
         public.copy_from_slice(&pk.to_bytes());
-        Self {
-            secret,
-            public: HpkePublicKey(public),
-        }
+        Self::with_public(secret, HpkePublicKey(public))
     }
 
     /// Restores a secret key from its 32 bytes (e.g. unsealed from disk).
@@ -104,10 +105,16 @@ impl HpkeSecretKey {
         let pk = Kem::sk_to_pk(&sk);
         let mut public = [0u8; 32];
         public.copy_from_slice(&pk.to_bytes());
-        Ok(Self {
-            secret: Zeroizing::new(*bytes),
-            public: HpkePublicKey(public),
-        })
+        Ok(Self::with_public(Zeroizing::new(*bytes), HpkePublicKey(public)))
+    }
+
+    fn with_public(secret: Zeroizing<[u8; 32]>, public: HpkePublicKey) -> Self {
+        let recipient = crate::awslc::RecipientKey::new(&secret).map(Arc::new);
+        Self {
+            secret,
+            public,
+            recipient,
+        }
     }
 
     /// The secret bytes, for sealing to disk.
@@ -230,6 +237,18 @@ pub fn open(secret: &HpkeSecretKey, purpose: &str, aad: &[u8], sealed: &[u8]) ->
     }
     let (head, rest) = sealed.split_at(h.header_len);
     let (enc, ct) = rest.split_at(ENC_LEN);
+    if let Some(recipient) = &secret.recipient {
+        return crate::awslc::open(recipient, enc, purpose.as_bytes(), &full_aad(head, aad), ct).ok_or(
+            CryptoError::Decrypt {
+                what: "sealed message",
+            },
+        );
+    }
+    open_portable(secret, purpose, &full_aad(head, aad), enc, ct)
+}
+
+/// [`open`] with the `hpke` crate alone (the fallback, and the cross-check in tests).
+fn open_portable(secret: &HpkeSecretKey, purpose: &str, full_aad: &[u8], enc: &[u8], ct: &[u8]) -> Result<Vec<u8>> {
     let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(enc)
         .map_err(|e| CryptoError::malformed("sealed message", format!("encapsulated key: {e}")))?;
     let sk = <Kem as hpke::Kem>::PrivateKey::from_bytes(secret.secret.as_ref()).map_err(|e| {
@@ -244,7 +263,7 @@ pub fn open(secret: &HpkeSecretKey, purpose: &str, aad: &[u8], sealed: &[u8]) ->
         &enc,
         purpose.as_bytes(),
         ct,
-        &full_aad(head, aad),
+        full_aad,
     )
     .map_err(|_| CryptoError::Decrypt {
         what: "sealed message",
@@ -338,6 +357,58 @@ mod tests {
             "01002000010003000c7665696c2f76312f74657374b743d18e7571671c46fbc1b4e3345939288d5632f42dcce3088fce1c302af038cbd236769574c5190a834629773173c2c822ddf29c5e",
         ).unwrap();
         assert_eq!(open(&sk, P, b"aad", &sealed).unwrap(), b"pinned");
+    }
+
+    /// Opens with the `hpke` crate alone, for the cross-check.
+    fn open_with_hpke_crate(sk: &HpkeSecretKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
+        let h = parse_header(sealed)?;
+        let (head, rest) = sealed.split_at(h.header_len);
+        let (enc, ct) = rest.split_at(ENC_LEN);
+        open_portable(sk, h.purpose, &full_aad(head, aad), enc, ct)
+    }
+
+    #[test]
+    fn aws_lc_and_hpke_crate_agree() {
+        // Two independent RFC 9180 implementations: whatever one accepts the other accepts, with the
+        // same plaintext; whatever one refuses the other refuses.
+        let sk = HpkeSecretKey::derive(b"cross-check");
+        assert!(sk.recipient.is_some(), "AWS-LC did not take the key");
+        for len in [0usize, 1, 15, 16, 17, 255, 1024, 5000] {
+            let msg: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            let sealed = seal(&sk.public_key(), P, b"ad", &msg).unwrap();
+            assert_eq!(open(&sk, P, b"ad", &sealed).unwrap(), msg);
+            assert_eq!(open_with_hpke_crate(&sk, b"ad", &sealed).unwrap(), msg);
+            for i in (0..sealed.len()).step_by(7) {
+                let mut t = sealed.clone();
+                t[i] ^= 0x01;
+                assert_eq!(
+                    open(&sk, P, b"ad", &t).is_ok(),
+                    open_with_hpke_crate(&sk, b"ad", &t).is_ok(),
+                    "implementations disagree on a flip at {i} of {len}"
+                );
+            }
+        }
+        // Low-order encapsulated keys (all-zero DH output) are refused by both.
+        let sealed = seal(&sk.public_key(), P, b"", b"x").unwrap();
+        let h = parse_header(&sealed).unwrap().header_len;
+        for low in [[0u8; 32], {
+            let mut one = [0u8; 32];
+            one[0] = 1;
+            one
+        }] {
+            let mut t = sealed.clone();
+            t[h..h + ENC_LEN].copy_from_slice(&low);
+            assert!(open(&sk, P, b"", &t).is_err());
+            assert!(open_with_hpke_crate(&sk, b"", &t).is_err());
+        }
+        // The pinned message opens with both.
+        let pinned = HpkeSecretKey::derive(&[0u8; 32]);
+        let sealed = hex::decode(
+            "01002000010003000c7665696c2f76312f74657374b743d18e7571671c46fbc1b4e3345939288d5632f42dcce3088fce1c302af038cbd236769574c5190a834629773173c2c822ddf29c5e",
+        )
+        .unwrap();
+        assert_eq!(open_with_hpke_crate(&pinned, b"aad", &sealed).unwrap(), b"pinned");
+        assert_eq!(open(&pinned, P, b"aad", &sealed).unwrap(), b"pinned");
     }
 
     #[test]
