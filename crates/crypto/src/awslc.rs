@@ -68,7 +68,13 @@ impl Drop for Context {
 
 /// Single-shot open: `None` when the encapsulated key is invalid or the ciphertext does not
 /// authenticate under `info` and `aad`.
-pub(crate) fn open(key: &RecipientKey, enc: &[u8], info: &[u8], aad: &[u8], ciphertext: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn open(
+    key: &RecipientKey,
+    enc: &[u8],
+    info: &[u8],
+    aad: &[u8],
+    ciphertext: &[u8],
+) -> Option<Vec<u8>> {
     // SAFETY: EVP_HPKE_CTX_new returns a zeroed heap context or null (checked).
     let ctx = Context(NonNull::new(unsafe { ffi::EVP_HPKE_CTX_new() })?);
     // SAFETY: `ctx` and `key` are valid AWS-LC objects; KDF and AEAD are static AWS-LC objects;

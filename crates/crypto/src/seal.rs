@@ -248,7 +248,13 @@ pub fn open(secret: &HpkeSecretKey, purpose: &str, aad: &[u8], sealed: &[u8]) ->
 }
 
 /// [`open`] with the `hpke` crate alone (the fallback, and the cross-check in tests).
-fn open_portable(secret: &HpkeSecretKey, purpose: &str, full_aad: &[u8], enc: &[u8], ct: &[u8]) -> Result<Vec<u8>> {
+fn open_portable(
+    secret: &HpkeSecretKey,
+    purpose: &str,
+    full_aad: &[u8],
+    enc: &[u8],
+    ct: &[u8],
+) -> Result<Vec<u8>> {
     let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(enc)
         .map_err(|e| CryptoError::malformed("sealed message", format!("encapsulated key: {e}")))?;
     let sk = <Kem as hpke::Kem>::PrivateKey::from_bytes(secret.secret.as_ref()).map_err(|e| {
