@@ -130,6 +130,7 @@ impl EpochKeys {
 /// restarted validator rebuild exactly the same ring — previous epoch included — from what it sealed
 /// to disk: `KeyRing::new(seed, seed_epoch)` then `advance_to(epoch)`. Every validator must hold the
 /// previous epoch's keys, or it would skip grace-epoch envelopes that the others execute.
+#[derive(Clone)]
 pub struct KeyRing {
     seed: Seed,
     seed_epoch: u64,

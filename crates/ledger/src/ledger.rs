@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use veil_crypto::kdf::Seed;
 use veil_crypto::sign::Address;
@@ -153,7 +154,8 @@ impl fmt::Debug for BlockOutcome {
 pub struct Ledger {
     genesis: Genesis,
     genesis_hash: [u8; 32],
-    keys: KeyRing,
+    /// Shared with [`Opener`]s (copied on write at an epoch change).
+    keys: Arc<KeyRing>,
     state: State,
     height: u64,
 }
@@ -201,6 +203,35 @@ impl fmt::Debug for OpenedTx {
     }
 }
 
+/// Opens envelopes with the keys a [`Ledger`] held when [`Ledger::opener`] was called.
+#[derive(Clone)]
+pub struct Opener(Arc<KeyRing>);
+
+impl fmt::Debug for Opener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Opener({:?})", self.0)
+    }
+}
+
+impl Opener {
+    /// [`Ledger::open_envelope_bytes`].
+    pub fn open(&self, bytes: &[u8]) -> std::result::Result<OpenedTx, TxError> {
+        open_with(&self.0, bytes)
+    }
+}
+
+fn open_with(keys: &KeyRing, bytes: &[u8]) -> std::result::Result<OpenedTx, TxError> {
+    let env = Envelope::decode(bytes)?;
+    let (tx, padded_len) = tx::open_sized(keys, &env)?;
+    Ok(OpenedTx {
+        id: envelope_id(bytes),
+        epoch: env.epoch,
+        size: bytes.len(),
+        padded_len,
+        tx,
+    })
+}
+
 fn corrupt(e: String) -> LedgerError {
     LedgerError::Corrupt(e)
 }
@@ -227,7 +258,7 @@ impl Ledger {
         Ok(Self {
             genesis: genesis.clone(),
             genesis_hash: genesis.hash(),
-            keys,
+            keys: Arc::new(keys),
             state,
             height: 0,
         })
@@ -308,18 +339,18 @@ impl Ledger {
     }
 
     /// Decodes, opens and verifies an envelope with the key of its epoch (current or previous): one
-    /// X25519 and one Ed25519 verification. Pure and `&self`: a node may run it for many envelopes on
-    /// its own threads before admission or execution; and it is the unit a benchmark measures.
+    /// X25519 and one Ed25519 verification. Pure and `&self`; [`Ledger::opener`] does the same
+    /// without holding the ledger.
     pub fn open_envelope_bytes(&self, bytes: &[u8]) -> std::result::Result<OpenedTx, TxError> {
-        let env = Envelope::decode(bytes)?;
-        let (tx, padded_len) = tx::open_sized(&self.keys, &env)?;
-        Ok(OpenedTx {
-            id: envelope_id(bytes),
-            epoch: env.epoch,
-            size: bytes.len(),
-            padded_len,
-            tx,
-        })
+        open_with(&self.keys, bytes)
+    }
+
+    /// A detached, cheap-to-clone handle on this epoch's (and the previous epoch's) transaction keys,
+    /// so that a node opens envelopes on its own threads, without holding the ledger (or the lock
+    /// around it), and then admits them with [`crate::Mempool::admit_opened`] (which checks the epoch
+    /// against the ledger again, so an opener from before an epoch change is harmless).
+    pub fn opener(&self) -> Opener {
+        Opener(Arc::clone(&self.keys))
     }
 
     /// Epoch still held, chain id, fee: the checks of an opened envelope that do not depend on the
@@ -417,7 +448,7 @@ impl Ledger {
         }
         let epoch = self.epoch_of(height);
         if epoch > self.epoch() {
-            self.keys.advance_to(epoch);
+            Arc::make_mut(&mut self.keys).advance_to(epoch);
             let old = self
                 .keys
                 .get(epoch - 1)
@@ -741,7 +772,7 @@ impl Ledger {
         Ok(Self {
             genesis: genesis.clone(),
             genesis_hash,
-            keys,
+            keys: Arc::new(keys),
             state,
             height,
         })

@@ -24,7 +24,7 @@ pub mod tx;
 pub use error::{LedgerError, QueryError, RejectReason, TxError, format_amount};
 pub use genesis::{Allocation, BucketFee, FeeSchedule, Genesis, ValidatorAccount};
 pub use keys::{EpochKeys, KeyRing};
-pub use ledger::{Account, Admission, BlockOutcome, Ledger, OpenedTx, TxResult, TxStatus};
+pub use ledger::{Account, Admission, BlockOutcome, Ledger, OpenedTx, Opener, TxResult, TxStatus};
 pub use mempool::Mempool;
 pub use query::{
     Answer, Direction, HistoryEntry, MAX_HISTORY_PAGE, Query, QueryKind, Receipt, ReceiptStatus, open_answer,

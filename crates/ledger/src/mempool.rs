@@ -88,14 +88,38 @@ impl Mempool {
     /// Admits an envelope: [`Ledger::check`], then its nonce must be the account's nonce plus the
     /// sender's pending count, and the balance must cover every pending cost plus this one.
     pub fn admit(&mut self, ledger: &Ledger, bytes: Vec<u8>) -> Result<[u8; 32], TxError> {
-        let id = envelope_id(&bytes);
-        if self.by_id.contains_key(&id) {
+        self.admit_check_room(&envelope_id(&bytes))?;
+        let opened = ledger.open_envelope_bytes(&bytes)?;
+        self.admit_opened(ledger, bytes, opened)
+    }
+
+    /// Whether an envelope with this id could be admitted now (not a duplicate, room left): what a
+    /// node checks before spending the work of opening it.
+    pub fn admit_check_room(&self, id: &[u8; 32]) -> Result<(), TxError> {
+        if self.by_id.contains_key(id) {
             return Err(TxError::Duplicate);
         }
         if self.order.len() >= self.max_txs {
             return Err(TxError::MempoolFull { max: self.max_txs });
         }
-        let opened = ledger.open_envelope_bytes(&bytes)?;
+        Ok(())
+    }
+
+    /// [`Mempool::admit`] of an envelope already opened (e.g. by a [`crate::Opener`] on another
+    /// thread): every check but decryption and the signature runs here, against `ledger` now.
+    pub fn admit_opened(
+        &mut self,
+        ledger: &Ledger,
+        bytes: Vec<u8>,
+        opened: OpenedTx,
+    ) -> Result<[u8; 32], TxError> {
+        let id = opened.id;
+        if id != envelope_id(&bytes) {
+            return Err(TxError::Malformed(
+                "the opened transaction is not this envelope's".into(),
+            ));
+        }
+        self.admit_check_room(&id)?;
         let adm = ledger.check_opened(&opened)?;
         let pending = self.senders.get(&adm.sender);
         let (count, pending_cost) = pending.map_or((0, 0), |p| (p.nonces.len() as u64, p.cost));

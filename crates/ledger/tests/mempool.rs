@@ -157,3 +157,68 @@ fn executing_with_the_mempools_opened_transactions_gives_the_same_block() {
     assert_eq!(with.applied, 4);
     assert_eq!(a.snapshot(), b.snapshot());
 }
+
+#[test]
+fn envelopes_opened_elsewhere_are_admitted_with_every_state_check() {
+    // A node opens envelopes with a detached opener (no lock), then admits them.
+    let mut l = setup();
+    let mut pool = Mempool::new(100);
+    let opener = l.opener();
+    let a0 = transfer(&l, &key(ALICE), 0, addr(BOB), 100);
+    let a1 = transfer(&l, &key(ALICE), 1, addr(BOB), 100);
+    let opened0 = opener.open(&a0).unwrap();
+    assert_eq!(opened0, l.open_envelope_bytes(&a0).unwrap());
+    // The opened transaction must belong to the envelope it is admitted with.
+    assert!(matches!(
+        pool.admit_opened(&l, a1.clone(), opened0.clone()),
+        Err(TxError::Malformed(_))
+    ));
+    pool.admit_opened(&l, a0.clone(), opened0.clone()).unwrap();
+    assert_eq!(pool.admit_check_room(&envelope_id(&a0)), Err(TxError::Duplicate));
+    assert_eq!(
+        pool.admit_opened(&l, a0.clone(), opened0.clone()),
+        Err(TxError::Duplicate)
+    );
+    // State checks run at admission, not at opening: once a0 executed, an envelope opened
+    // before is refused for its used nonce.
+    let stale = opener.open(&a0).unwrap();
+    block(&mut l, std::slice::from_ref(&a0));
+    pool.on_block(&l, std::slice::from_ref(&a0));
+    assert!(matches!(
+        pool.admit_opened(&l, a0.clone(), stale),
+        Err(TxError::NonceUsed { nonce: 0, .. })
+    ));
+    pool.admit_opened(&l, a1.clone(), opener.open(&a1).unwrap())
+        .unwrap();
+    // A garbage envelope fails to open, with the same error as the ledger's.
+    let mut bad = a1.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert_eq!(
+        opener.open(&bad).unwrap_err(),
+        l.open_envelope_bytes(&bad).unwrap_err()
+    );
+}
+
+#[test]
+fn an_opener_from_before_an_epoch_change_still_opens_the_previous_epoch() {
+    // Epochs of 2 blocks: an opener taken in epoch 0 opens epoch-0 envelopes; after the ledger
+    // moved to epoch 1, admission still takes them (previous epoch) and refuses them one epoch later.
+    let mut l = Ledger::genesis(&genesis(&[(ALICE, 1_000)], 2), seed()).unwrap();
+    let opener = l.opener();
+    let old = transfer(&l, &key(ALICE), 0, addr(BOB), 1);
+    block(&mut l, &[]);
+    block(&mut l, &[]);
+    assert_eq!(l.epoch(), 1);
+    let mut pool = Mempool::new(10);
+    pool.admit_opened(&l, old.clone(), opener.open(&old).unwrap())
+        .unwrap();
+    block(&mut l, &[]);
+    block(&mut l, &[]);
+    assert_eq!(l.epoch(), 2);
+    let mut pool = Mempool::new(10);
+    assert!(matches!(
+        pool.admit_opened(&l, old.clone(), opener.open(&old).unwrap()),
+        Err(TxError::WrongEpoch { got: 0, .. })
+    ));
+}

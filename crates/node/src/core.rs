@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use veil_ledger::{BlockOutcome, Ledger, LedgerError, Mempool, TxError};
+use veil_ledger::{BlockOutcome, Ledger, LedgerError, Mempool, OpenedTx, TxError};
 
 use crate::block::{Block, Digest, tx_id};
 
@@ -104,13 +104,36 @@ impl SharedCore {
         picked
     }
 
+    /// Opens envelopes outside the lock (decryption and signature checks are the expensive part of
+    /// admission; holding the lock for them would stall proposals and execution): duplicates and
+    /// a full mempool are refused first, under a short lock.
+    fn open_unlocked(&self, envelopes: &[Vec<u8>]) -> Vec<Result<OpenedTx, TxError>> {
+        let (opener, room) = {
+            let core = self.lock();
+            let room: Vec<Result<(), TxError>> = envelopes
+                .iter()
+                .map(|e| core.mempool.admit_check_room(&tx_id(e)))
+                .collect();
+            (core.ledger.opener(), room)
+        };
+        envelopes
+            .iter()
+            .zip(room)
+            .map(|(e, room)| room.and_then(|()| opener.open(e)))
+            .collect()
+    }
+
     /// Submits a client's envelope to the mempool after the ledger's admission checks, and queues
     /// it for gossip to the other validators.
     pub fn submit(&self, envelope: Vec<u8>) -> Result<[u8; 32], TxError> {
+        let opened = self
+            .open_unlocked(std::slice::from_ref(&envelope))
+            .pop()
+            .unwrap_or(Err(TxError::Duplicate));
         let mut core = self.lock();
         let core = &mut *core;
         let gossip = core.outbox.as_ref().map(|_| envelope.clone());
-        match core.mempool.admit(&core.ledger, envelope) {
+        match opened.and_then(|o| core.mempool.admit_opened(&core.ledger, envelope, o)) {
             Ok(id) => {
                 if let (Some(outbox), Some(envelope)) = (&core.outbox, gossip) {
                     // Closed only while shutting down; the envelope stays in our mempool.
@@ -125,11 +148,22 @@ impl SharedCore {
         }
     }
 
-    /// Admits an envelope another validator gossiped (same checks, not gossiped again).
-    pub fn admit_gossiped(&self, envelope: Vec<u8>) -> Result<[u8; 32], TxError> {
+    /// Admits envelopes another validator gossiped (same checks, not gossiped again); returns how
+    /// many were not admitted (already here, already included, or invalid).
+    pub fn admit_gossiped(&self, envelopes: Vec<Vec<u8>>) -> usize {
+        let opened = self.open_unlocked(&envelopes);
         let mut core = self.lock();
         let core = &mut *core;
-        core.mempool.admit(&core.ledger, envelope)
+        let mut refused = 0;
+        for (envelope, opened) in envelopes.into_iter().zip(opened) {
+            if opened
+                .and_then(|o| core.mempool.admit_opened(&core.ledger, envelope, o))
+                .is_err()
+            {
+                refused += 1;
+            }
+        }
+        refused
     }
 
     /// Sends admitted submissions to `outbox` from now on (the gossip task drains it).

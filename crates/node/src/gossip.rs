@@ -97,12 +97,7 @@ pub async fn run_inbound<R: Receiver>(core: SharedCore, mut receiver: R) {
             debug!(?peer, "dropping a malformed gossip message");
             continue;
         };
-        let mut refused = 0usize;
-        for envelope in envelopes {
-            if core.admit_gossiped(envelope).is_err() {
-                refused += 1;
-            }
-        }
+        let refused = core.admit_gossiped(envelopes);
         if refused > 0 {
             // Normal when the envelope was already included or admitted: not an error.
             debug!(refused, "gossiped envelopes not admitted");
