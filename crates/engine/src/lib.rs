@@ -20,8 +20,8 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, mpsc};
 
 pub use error::{Error, Result};
-pub use llama::{DEFAULT_N_BATCH, DEFAULT_N_CTX, LlamaConfig, LlamaEngine};
-pub use source::{InMemoryModel, ModelSource};
+pub use llama::{DEFAULT_N_BATCH, DEFAULT_N_CTX, LlamaConfig, LlamaEngine, Weights};
+pub use source::{InMemoryModel, InMemoryModelWriter, ModelSource};
 pub use types::{
     ChatMessage, ChatRequest, Completion, FinishReason, ModelInfo, Role, SamplingParams, Timings, Usage,
 };

@@ -38,6 +38,19 @@ pub const DEFAULT_N_BATCH: u32 = 512;
 /// llama.cpp's "pick a random seed".
 const RANDOM_SEED: u32 = 0xFFFF_FFFF;
 
+/// How llama.cpp brings a model's weights into memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Weights {
+    /// Map the file (mmap, page tables populated up front): the weights are the page cache's (or the
+    /// memfd's) own pages and nothing is copied, so from a warm page cache no byte of them passes
+    /// through the CPU. What Veil's loads use.
+    #[default]
+    Mapped,
+    /// Read every byte into llama.cpp's own buffers (llama.cpp's `--no-mmap`). A baseline for
+    /// benchmarks: like a bundle load, it moves all of the weights through the CPU into new memory.
+    Read,
+}
+
 /// How the llama.cpp engine runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LlamaConfig {
@@ -137,6 +150,11 @@ impl LlamaEngine {
     /// Loads a model. The GGUF header is checked first (missing, not a GGUF, truncated, or an
     /// unsupported architecture each give their own error), then llama.cpp maps it with mmap.
     pub fn load(source: ModelSource, config: LlamaConfig) -> Result<Self> {
+        Self::load_with(source, config, Weights::Mapped)
+    }
+
+    /// Like [`LlamaEngine::load`], choosing how the weights get into memory.
+    pub fn load_with(source: ModelSource, config: LlamaConfig, weights: Weights) -> Result<Self> {
         if config.slots == 0 || config.threads == Some(0) || config.n_batch == 0 {
             return Err(Error::InvalidRequest(
                 "slots, threads and n_batch must be at least 1".into(),
@@ -147,8 +165,8 @@ impl LlamaEngine {
         let shown = source.display_path();
         let path = source.llama_path();
         let started = Instant::now();
-        // mmap stays on: for an in-memory model the mapping shares the memfd's pages.
-        let params = LlamaModelParams::default().with_use_mmap(true);
+        // Mapped by default: for an in-memory model the mapping shares the memfd's pages.
+        let params = LlamaModelParams::default().with_use_mmap(weights == Weights::Mapped);
         let model = LlamaModel::load_from_file(backend, &path, &params).map_err(|e| Error::LoadFailed {
             path: shown.clone(),
             reason: format!("{e} (the file passed the header check, so its contents are likely damaged or of an unsupported variant)"),

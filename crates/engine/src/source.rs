@@ -23,18 +23,27 @@ pub struct InMemoryModel {
     name: String,
 }
 
+fn create_memfd(name: &str) -> Result<memfd::Memfd> {
+    MemfdOptions::default()
+        .allow_sealing(true)
+        .close_on_exec(true)
+        .create(format!("veil-model:{name}"))
+        .map_err(|e| Error::Memory(format!("memfd_create failed: {e}")))
+}
+
 impl InMemoryModel {
     /// Copies a model from `reader` (e.g. a decrypting reader) into a new sealed memory file.
     pub fn from_reader(name: &str, reader: &mut impl Read) -> Result<Self> {
-        let memfd = MemfdOptions::default()
-            .allow_sealing(true)
-            .close_on_exec(true)
-            .create(format!("veil-model:{name}"))
-            .map_err(|e| Error::Memory(format!("memfd_create failed: {e}")))?;
+        let memfd = create_memfd(name)?;
         let mut file = memfd.as_file();
         let len = std::io::copy(reader, &mut file)
             .map_err(|e| Error::Memory(format!("cannot write the model into memory: {e}")))?;
         file.flush().map_err(|e| Error::Memory(e.to_string()))?;
+        Self::seal(memfd, len, name)
+    }
+
+    /// Seals a filled memory file (no write, grow or shrink from now on).
+    fn seal(memfd: memfd::Memfd, len: u64, name: &str) -> Result<Self> {
         memfd
             .add_seals(&[
                 FileSeal::SealShrink,
@@ -43,7 +52,9 @@ impl InMemoryModel {
                 FileSeal::SealSeal,
             ])
             .map_err(|e| Error::Memory(format!("cannot seal the memory file: {e}")))?;
-        file.seek(SeekFrom::Start(0))
+        memfd
+            .as_file()
+            .seek(SeekFrom::Start(0))
             .map_err(|e| Error::Memory(e.to_string()))?;
         Ok(Self {
             memfd,
@@ -76,6 +87,62 @@ impl InMemoryModel {
 
     pub(crate) fn file(&self) -> &File {
         self.memfd.as_file()
+    }
+}
+
+/// A memory file of a size fixed up front, filled by position: several threads may write their own
+/// ranges at once (`pwrite(2)`, no shared cursor). [`InMemoryModelWriter::finish`] seals it into an
+/// [`InMemoryModel`]. Bytes never written read as zeros: the caller must write every range before
+/// finishing. Dropping it unfinished frees the memory.
+#[derive(Debug)]
+pub struct InMemoryModelWriter {
+    memfd: memfd::Memfd,
+    len: u64,
+    name: String,
+}
+
+impl InMemoryModelWriter {
+    /// A new memory file of `len` bytes. No memory is used until bytes are written.
+    pub fn new(name: &str, len: u64) -> Result<Self> {
+        let memfd = create_memfd(name)?;
+        memfd
+            .as_file()
+            .set_len(len)
+            .map_err(|e| Error::Memory(format!("cannot size the memory file to {len} bytes: {e}")))?;
+        Ok(Self {
+            memfd,
+            len,
+            name: name.to_owned(),
+        })
+    }
+
+    /// Writes `bytes` at `offset`; the range must lie within the file.
+    pub fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<()> {
+        if offset
+            .checked_add(bytes.len() as u64)
+            .is_none_or(|end| end > self.len)
+        {
+            return Err(Error::Memory(format!(
+                "cannot write {} bytes at {offset} into a {}-byte memory file",
+                bytes.len(),
+                self.len
+            )));
+        }
+        std::os::unix::fs::FileExt::write_all_at(self.memfd.as_file(), bytes, offset)
+            .map_err(|e| Error::Memory(format!("cannot write the model into memory: {e}")))
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Seals the file (no write, grow or shrink from now on) and returns the model.
+    pub fn finish(self) -> Result<InMemoryModel> {
+        InMemoryModel::seal(self.memfd, self.len, &self.name)
     }
 }
 
@@ -189,6 +256,35 @@ mod tests {
         assert!(f.write_all(b"x").is_err());
         let header = ModelSource::Memory(m).check().unwrap();
         assert_eq!(header.architecture.as_deref(), Some("llama"));
+    }
+
+    #[test]
+    fn a_writer_fills_by_position_from_several_threads_then_seals() {
+        let bytes = crate::gguf::tests::build(&[("general.architecture", "llama")], 4000);
+        let w = InMemoryModelWriter::new("w", bytes.len() as u64).unwrap();
+        assert_eq!(w.len(), bytes.len() as u64);
+        let pieces: Vec<(usize, &[u8])> = bytes.chunks(100).enumerate().map(|(i, c)| (i * 100, c)).collect();
+        std::thread::scope(|s| {
+            for half in [0, 1] {
+                let (w, pieces) = (&w, &pieces);
+                // Each thread writes every other piece, last to first.
+                s.spawn(move || {
+                    for (offset, piece) in pieces.iter().skip(half).step_by(2).rev() {
+                        w.write_at(*offset as u64, piece).unwrap();
+                    }
+                });
+            }
+        });
+        let end = bytes.len() as u64;
+        assert!(w.write_at(end, b"x").is_err());
+        assert!(w.write_at(end - 1, b"xy").is_err());
+        assert!(w.write_at(u64::MAX, b"x").is_err());
+        let m = w.finish().unwrap();
+        assert_eq!(m.len(), end);
+        assert_eq!(std::fs::read(m.proc_path()).unwrap(), bytes);
+        let mut f = m.file();
+        assert!(f.write_all(b"x").is_err());
+        assert!(f.set_len(1).is_err());
     }
 
     #[test]

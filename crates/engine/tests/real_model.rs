@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use veil_engine::{
     ChatMessage, ChatRequest, Completion, Engine, Error, FinishReason, InMemoryModel, LlamaConfig,
-    LlamaEngine, ModelSource, SamplingParams, StreamEvent,
+    LlamaEngine, ModelSource, SamplingParams, StreamEvent, Weights,
 };
 
 fn model_path() -> PathBuf {
@@ -360,6 +360,23 @@ fn memfd_loading_gives_the_same_output_as_path_loading() {
             "{q}"
         );
     }
+}
+
+/// The benchmark's baseline: llama.cpp reads the weights into its own buffers instead of mapping the
+/// file; the answers are the same.
+#[test]
+fn reading_the_weights_gives_the_same_output_as_mapping_them() {
+    let config = LlamaConfig {
+        slots: 1,
+        threads: Some(1),
+        n_ctx: Some(1024),
+        ..LlamaConfig::default()
+    };
+    let read = LlamaEngine::load_with(ModelSource::Path(model_path()), config, Weights::Read).unwrap();
+    assert_eq!(
+        ask(&read, FRANCE, greedy(24)).text,
+        ask(&*engine(), FRANCE, greedy(24)).text
+    );
 }
 
 #[test]
