@@ -36,6 +36,10 @@ use crate::tx::{self, Envelope, FailureReason, SignedTx, TxKind, envelope_id};
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"VEILSNAP";
 /// Version byte of a snapshot.
 pub const SNAPSHOT_VERSION: u8 = 1;
+/// First bytes of a [`Ledger::last_block_delta`].
+pub const DELTA_MAGIC: &[u8; 8] = b"VEILDLTA";
+/// The delta format this build writes and reads.
+pub const DELTA_VERSION: u8 = 1;
 /// The most epochs [`Ledger::restore`] ratchets a key ring forward (one HKDF each): a snapshot
 /// claiming a far later epoch is refused rather than spinning.
 pub const MAX_RESTORE_EPOCH_JUMP: u64 = 1_000_000;
@@ -690,6 +694,95 @@ impl Ledger {
             put_lp(&mut out, ct);
         }
         out
+    }
+
+    /// What the last executed block changed, for a store that persists blocks incrementally
+    /// between [`Ledger::snapshot`]s; `None` when that block changed every entry (an epoch change
+    /// re-keys the state) or nothing executed since genesis or restore: then persist a snapshot.
+    ///
+    /// `"VEILDLTA" | version (1) = 1 | genesis hash (32) | height (u64) | epoch (u64) | root (32)
+    /// | count (u64) | count × (slot (32) | length (u32) | ciphertext)`, entries in slot order.
+    /// Ciphertexts and public metadata only, like the snapshot.
+    pub fn last_block_delta(&self) -> Option<Vec<u8>> {
+        if self.height == 0 {
+            return None;
+        }
+        let changes: Vec<(&[u8; 32], &[u8])> = self.state.last_changes()?.collect();
+        let mut out = Vec::with_capacity(89 + changes.len() * (36 + crate::state::STATE_CIPHERTEXT_LEN));
+        out.extend_from_slice(DELTA_MAGIC);
+        out.push(DELTA_VERSION);
+        out.extend_from_slice(&self.genesis_hash);
+        out.extend_from_slice(&self.height.to_be_bytes());
+        out.extend_from_slice(&self.epoch().to_be_bytes());
+        out.extend_from_slice(&self.state.root());
+        out.extend_from_slice(&(changes.len() as u64).to_be_bytes());
+        for (slot, ct) in changes {
+            out.extend_from_slice(slot);
+            put_lp(&mut out, ct);
+        }
+        Some(out)
+    }
+
+    /// Applies a [`Ledger::last_block_delta`] of the next height on top of this ledger (restored
+    /// from an older snapshot). Returns `Ok(false)`, changing nothing, for a delta at or below the
+    /// current height (already in the snapshot). Every entry must open under the epoch's keys in
+    /// its slot, and the recomputed root must equal the recorded one; on `Err` other than a height
+    /// gap this ledger is unusable: restore it again.
+    pub fn apply_delta(&mut self, delta: &[u8]) -> Result<bool> {
+        let bad = LedgerError::Snapshot;
+        let mut r = Reader::new(delta);
+        if r.take(8, "magic").map_err(bad)? != DELTA_MAGIC {
+            return Err(bad("not a Veil ledger delta (bad magic)".into()));
+        }
+        let version = r.u8("version").map_err(bad)?;
+        if version != DELTA_VERSION {
+            return Err(bad(format!(
+                "unsupported delta version {version} (this build reads version {DELTA_VERSION})"
+            )));
+        }
+        if r.array::<32>("genesis hash").map_err(bad)? != self.genesis_hash {
+            return Err(bad(
+                "the delta is of another network (its genesis hash differs)".into()
+            ));
+        }
+        let height = r.u64("height").map_err(bad)?;
+        if height <= self.height {
+            return Ok(false);
+        }
+        if height != self.height + 1 {
+            return Err(LedgerError::UnexpectedHeight {
+                got: height,
+                current: self.height,
+                expected: self.height + 1,
+            });
+        }
+        let epoch = r.u64("epoch").map_err(bad)?;
+        if epoch != self.epoch() || epoch != self.epoch_of(height) {
+            return Err(bad(format!(
+                "the delta of height {height} is in epoch {epoch}; the ledger is in epoch {} (an epoch change needs a snapshot)",
+                self.epoch()
+            )));
+        }
+        let claimed: [u8; 32] = r.array("root").map_err(bad)?;
+        let count = r.u64("entry count").map_err(bad)?;
+        let keys = Arc::clone(&self.keys);
+        for _ in 0..count {
+            let slot: [u8; 32] = r.array("slot").map_err(bad)?;
+            let ct = r.lp(MAX_STATE_VALUE, "entry").map_err(bad)?;
+            crate::state::check_entry(keys.current(), &slot, ct)
+                .map_err(|e| LedgerError::Keys(format!("a delta entry of height {height}: {e}")))?;
+            self.state.put_ciphertext(slot, ct.to_vec());
+        }
+        r.finish("delta").map_err(bad)?;
+        self.state.commit(epoch, height);
+        if self.state.root() != claimed {
+            return Err(LedgerError::RootMismatch {
+                claimed: hex::encode(claimed),
+                computed: hex::encode(self.state.root()),
+            });
+        }
+        self.height = height;
+        Ok(true)
     }
 
     /// Rebuilds a ledger from a snapshot: checks the genesis, recomputes the root from the entries and

@@ -275,6 +275,10 @@ pub struct State {
     leaves: BTreeMap<u16, [u8; 32]>,
     mids: BTreeMap<u8, [u8; 32]>,
     dirty: BTreeSet<u16>,
+    /// Slots written since the last commit; `None` once every entry changed (new state, re-key).
+    pending: Option<BTreeSet<[u8; 32]>>,
+    /// `pending` as of the last commit: what that commit changed (`None`: everything).
+    last_changed: Option<BTreeSet<[u8; 32]>>,
     epoch: u64,
     height: u64,
     root: [u8; 32],
@@ -357,9 +361,28 @@ impl State {
         let ct = keys
             .seal_value(&slot, &plaintext(&k, &value.encode()))
             .ok_or("AES-SIV refused to seal a state value")?;
-        self.dirty.insert(prefix(&slot));
-        self.entries.insert(slot, ct);
+        self.put_ciphertext(slot, ct);
         Ok(())
+    }
+
+    /// Stores an already sealed entry (replaying a persisted delta; checked by the caller).
+    pub(crate) fn put_ciphertext(&mut self, slot: [u8; 32], ct: Vec<u8>) {
+        self.dirty.insert(prefix(&slot));
+        if let Some(pending) = &mut self.pending {
+            pending.insert(slot);
+        }
+        self.entries.insert(slot, ct);
+    }
+
+    /// The (slot, ciphertext) entries the last commit changed, in slot order; `None` when it
+    /// changed every entry (the first commit, a re-key, a replace).
+    pub fn last_changes(&self) -> Option<impl Iterator<Item = (&[u8; 32], &[u8])>> {
+        self.last_changed.as_ref().map(|slots| {
+            slots
+                .iter()
+                .filter_map(|s| self.entries.get_key_value(s))
+                .map(|(k, v)| (k, v.as_slice()))
+        })
     }
 
     /// Rehashes the buckets touched since the last commit and binds `epoch` and `height` into the root.
@@ -415,6 +438,7 @@ impl State {
         self.epoch = epoch;
         self.height = height;
         self.root = h.finish();
+        self.last_changed = self.pending.replace(BTreeSet::new());
     }
 
     /// Re-encrypts and re-slots every entry from `old` keys to `new` ones (then commit).
@@ -441,26 +465,33 @@ impl State {
         self.leaves.clear();
         self.mids.clear();
         self.dirty = self.entries.keys().map(prefix).collect();
+        self.pending = None;
     }
 
     /// Checks that every entry decrypts under `keys`, sits in the slot of the key inside it, and
     /// decodes.
     pub(crate) fn verify_all(&self, keys: &EpochKeys) -> Result<(), String> {
         for (slot, ct) in &self.entries {
-            let pt = keys
-                .open_value(slot, ct)
-                .ok_or("an entry does not decrypt under the epoch's state key")?;
-            let (key, value) = split_plaintext(&pt)?;
-            if keys.slot(key) != *slot {
-                return Err("an entry is not in its key's slot".into());
-            }
-            let key = StateKey::decode(key)?;
-            if !StateValue::decode(value)?.matches(&key) {
-                return Err("an entry has the wrong kind for its key".into());
-            }
+            check_entry(keys, slot, ct)?;
         }
         Ok(())
     }
+}
+
+/// Checks that one entry decrypts under `keys`, sits in the slot of the key inside it, and decodes.
+pub(crate) fn check_entry(keys: &EpochKeys, slot: &[u8; 32], ct: &[u8]) -> Result<(), String> {
+    let pt = keys
+        .open_value(slot, ct)
+        .ok_or("an entry does not decrypt under the epoch's state key")?;
+    let (key, value) = split_plaintext(&pt)?;
+    if keys.slot(key) != *slot {
+        return Err("an entry is not in its key's slot".into());
+    }
+    let key = StateKey::decode(key)?;
+    if !StateValue::decode(value)?.matches(&key) {
+        return Err("an entry has the wrong kind for its key".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
