@@ -26,6 +26,10 @@ pub use types::{
     ChatMessage, ChatRequest, Completion, FinishReason, ModelInfo, Role, SamplingParams, Timings, Usage,
 };
 
+/// A callback that takes each piece of an answer on the engine's own thread ([`Engine::chat_stream_send`]);
+/// `Break` stops generation.
+pub type PieceSink = Box<dyn FnMut(&str) -> ControlFlow<()> + Send>;
+
 /// A chat-completion engine. Implementations are shared between threads: every method takes
 /// `&self`, and concurrent calls are each served with their own context.
 pub trait Engine: Send + Sync {
@@ -41,6 +45,18 @@ pub trait Engine: Send + Sync {
         request: &ChatRequest,
         on_piece: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Completion>;
+
+    /// Like [`Engine::chat_stream`], for callers that hand each piece on to another thread anyway (a
+    /// server writing it to a connection): `on_piece` may be called on the engine's own thread as soon as
+    /// the piece is produced, so that the caller's thread is not woken for every token. `on_piece` should
+    /// return quickly: the next token waits for it.
+    fn chat_stream_send(
+        &self,
+        request: &ChatRequest,
+        mut on_piece: PieceSink,
+    ) -> Result<Completion> {
+        self.chat_stream(request, &mut *on_piece)
+    }
 
     /// Runs one request to the end and returns the whole answer.
     fn chat(&self, request: &ChatRequest) -> Result<Completion> {

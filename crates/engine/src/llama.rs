@@ -23,13 +23,13 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{ApplyChatTemplateError, ChatTemplateError, LogOptions, send_logs_to_tracing};
 
-use crate::Engine;
 use crate::error::{Error, Result};
 use crate::source::ModelSource;
 use crate::text::{StopMatcher, StopScan, Utf8Assembler};
 use crate::types::{
     ChatMessage, ChatRequest, Completion, FinishReason, ModelInfo, SamplingParams, Timings, Usage,
 };
+use crate::{Engine, PieceSink};
 
 /// Default context window per request (capped by what the model was trained with).
 pub const DEFAULT_N_CTX: u32 = 4096;
@@ -113,6 +113,8 @@ struct Job {
     params: SamplingParams,
     cancel: Arc<AtomicBool>,
     events: mpsc::Sender<Event>,
+    /// If set, pieces go to it on the slot's thread instead of to the caller as [`Event::Piece`].
+    inline: Option<PieceSink>,
 }
 
 enum Event {
@@ -295,6 +297,18 @@ impl LlamaEngine {
         params: &SamplingParams,
         on_piece: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Completion> {
+        self.submit(tokens, params, on_piece, None)
+    }
+
+    /// Queues a job and waits for its end; pieces go to `on_piece` on this thread, or to `inline` on
+    /// the slot's thread.
+    fn submit(
+        &self,
+        tokens: Vec<LlamaToken>,
+        params: &SamplingParams,
+        on_piece: &mut dyn FnMut(&str) -> ControlFlow<()>,
+        inline: Option<PieceSink>,
+    ) -> Result<Completion> {
         params.validate()?;
         if tokens.is_empty() {
             return Err(Error::InvalidRequest("the prompt is empty".into()));
@@ -313,6 +327,7 @@ impl LlamaEngine {
             params: params.clone(),
             cancel: Arc::clone(&cancel),
             events: tx,
+            inline,
         })
         .map_err(|_| Error::EngineStopped)?;
         let mut cancelled = false;
@@ -346,6 +361,25 @@ impl Engine for LlamaEngine {
         request: &ChatRequest,
         on_piece: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<Completion> {
+        let tokens = self.chat_tokens(request)?;
+        self.submit(tokens, &request.params, on_piece, None)
+    }
+
+    fn chat_stream_send(&self, request: &ChatRequest, on_piece: PieceSink) -> Result<Completion> {
+        let tokens = self.chat_tokens(request)?;
+        // Pieces never reach this thread: the slot calls `on_piece`.
+        self.submit(
+            tokens,
+            &request.params,
+            &mut |_| ControlFlow::Continue(()),
+            Some(on_piece),
+        )
+    }
+}
+
+impl LlamaEngine {
+    /// A chat request's prompt tokens, after checking it.
+    fn chat_tokens(&self, request: &ChatRequest) -> Result<Vec<LlamaToken>> {
         request.params.validate()?;
         if request.messages.is_empty() {
             return Err(Error::InvalidRequest(
@@ -353,8 +387,7 @@ impl Engine for LlamaEngine {
             ));
         }
         let prompt = self.format_chat(&request.messages)?;
-        let tokens = self.tokenize_prompt(&prompt);
-        self.generate_tokens(tokens, &request.params, on_piece)
+        Ok(self.tokenize_prompt(&prompt))
     }
 }
 
@@ -409,8 +442,10 @@ fn slot_main(
             Ok(rx) => rx.recv(),
             Err(poisoned) => poisoned.into_inner().recv(),
         };
-        let Ok(job) = job else { return };
-        let result = run_job(model, &mut ctx, &mut batch, n_batch as usize, &job);
+        let Ok(mut job) = job else { return };
+        let result = run_job(model, &mut ctx, &mut batch, n_batch as usize, &mut job);
+        // The caller's sink goes before the caller hears of the end (it may hold a connection open).
+        job.inline = None;
         let _ = job.events.send(Event::Done(result));
     }
 }
@@ -454,7 +489,7 @@ fn run_job(
     ctx: &mut LlamaContext<'_>,
     batch: &mut LlamaBatch<'_>,
     n_batch: usize,
-    job: &Job,
+    job: &mut Job,
 ) -> Result<Completion> {
     // A fresh sequence: nothing of the previous request stays in the KV cache.
     ctx.clear_kv_cache();
@@ -484,12 +519,16 @@ fn run_job(
     let mut completion_tokens: u32 = 0;
     let max_tokens = job.params.max_tokens.unwrap_or(u32::MAX);
     let mut stopped_by_sequence = false;
-    let emit = |piece: String, text: &mut String| {
+    let mut emit = |piece: String, text: &mut String| {
         if piece.is_empty() {
             return;
         }
         text.push_str(&piece);
-        if job.events.send(Event::Piece(piece)).is_err() {
+        let stop = match &mut job.inline {
+            Some(f) => f(&piece).is_break(),
+            None => job.events.send(Event::Piece(piece)).is_err(),
+        };
+        if stop {
             job.cancel.store(true, Ordering::Relaxed);
         }
     };
