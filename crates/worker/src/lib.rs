@@ -269,6 +269,12 @@ impl Worker {
         Ok(())
     }
 
+    /// The engine serving `model`, once it is ready: for benchmarks that compare it called directly with
+    /// the same engine behind the protocol.
+    pub fn engine(&self, model: &str) -> Option<Arc<dyn Engine>> {
+        self.read_models().ok()?.get(model)?.engine.clone()
+    }
+
     /// Asks `source` for the keys of models that are not ready yet and provisions those it has; returns
     /// how many became ready.
     pub fn fetch_keys(&self, source: &dyn KeySource) -> Result<usize> {

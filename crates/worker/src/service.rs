@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::Router;
@@ -13,9 +13,10 @@ use axum::extract::{DefaultBodyLimit, Query, State as AxState};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use veil_blobs::BlobAddress;
 use veil_crypto::frames::FrameSealer;
 use veil_engine::{ChatMessage, ChatRequest, Engine, Role, SamplingParams};
@@ -105,6 +106,12 @@ impl Worker {
         })?;
         let (tx, rx) = oneshot::channel::<()>();
         let app = self.router();
+        // Every response frame is a small write that should leave at once: no Nagle delay.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -224,7 +231,9 @@ async fn provision(AxState(worker): AxState<Worker>, body: Bytes) -> Response {
     }
 }
 
-type FrameTx = mpsc::Sender<std::result::Result<Bytes, Infallible>>;
+/// Unbounded, as the engine's own queue of pieces is: a slow reader never holds up the engine (an answer
+/// is at most one frame per token of the context window, plus the last).
+type FrameTx = mpsc::UnboundedSender<std::result::Result<Bytes, Infallible>>;
 
 /// Seals `event` as the next frame, length-prefixed.
 fn seal_frame(sealer: &mut FrameSealer, event: &ResponseEvent) -> Result<Bytes> {
@@ -292,13 +301,13 @@ async fn infer(AxState(worker): AxState<Worker>, body: Bytes) -> Response {
         return plain_error(status, code, message);
     }
     let sealer = FrameSealer::new(req.response_key.expose(), tags::INFER_RESPONSE, &request_hash);
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, rx) = mpsc::unbounded_channel();
     let request_bytes = body.len();
     let worker2 = worker.clone();
     tokio::task::spawn_blocking(move || {
-        run_request(&worker2, req, request_hash, sealer, &tx, request_bytes, started);
+        run_request(&worker2, req, request_hash, sealer, tx, request_bytes, started);
     });
-    frames_response(Body::from_stream(ReceiverStream::new(rx)))
+    frames_response(Body::from_stream(UnboundedReceiverStream::new(rx)))
 }
 
 fn frames_response(body: Body) -> Response {
@@ -333,31 +342,54 @@ fn to_chat_request(req: &InferRequest) -> std::result::Result<ChatRequest, Strin
     Ok(ChatRequest { messages, params })
 }
 
-/// Runs one opened request on a blocking thread, sending sealed frames to `tx`.
-fn run_request(
-    worker: &Worker,
-    req: InferRequest,
-    request_hash: [u8; 32],
-    mut sealer: FrameSealer,
-    tx: &FrameTx,
-    request_bytes: usize,
-    started: Instant,
-) {
-    let mut send = |sealer: &mut FrameSealer, event: &ResponseEvent| -> bool {
-        match seal_frame(sealer, event) {
-            Ok(frame) => tx.blocking_send(Ok(frame)).is_ok(),
+/// Seals events as frames, in order, and queues them for the connection.
+struct FrameOut {
+    sealer: FrameSealer,
+    /// `None` once the last frame is queued: that ends the body at once, and nothing can follow it.
+    tx: Option<FrameTx>,
+}
+
+impl FrameOut {
+    /// Whether the frame was queued (false: sealing failed, the connection is gone, or the last frame
+    /// was sent already).
+    fn send(&mut self, event: &ResponseEvent) -> bool {
+        let Some(tx) = &self.tx else { return false };
+        let queued = match seal_frame(&mut self.sealer, event) {
+            Ok(frame) => tx.send(Ok(frame)).is_ok(),
             Err(e) => {
                 tracing::error!(error = %e, "cannot seal a response frame");
                 false
             }
+        };
+        if event.is_last() || !queued {
+            self.tx = None;
+        }
+        queued
+    }
+}
+
+/// Runs one opened request on a blocking thread, sending sealed frames to `tx`. A streamed answer's
+/// deltas are sealed and queued on the engine's thread as each piece is produced
+/// ([`Engine::chat_stream_send`]): no other thread wakes per token before the connection's.
+fn run_request(
+    worker: &Worker,
+    req: InferRequest,
+    request_hash: [u8; 32],
+    sealer: FrameSealer,
+    tx: FrameTx,
+    request_bytes: usize,
+    started: Instant,
+) {
+    let out = Arc::new(Mutex::new(FrameOut { sealer, tx: Some(tx) }));
+    let send = |event: &ResponseEvent| -> bool {
+        match out.lock() {
+            Ok(mut o) => o.send(event),
+            Err(_) => false,
         }
     };
-    let fail = |sealer: &mut FrameSealer,
-                send: &mut dyn FnMut(&mut FrameSealer, &ResponseEvent) -> bool,
-                kind: ErrorKind,
-                message: String| {
+    let fail = |kind: ErrorKind, message: String| {
         tracing::info!(request_bytes, error_kind = kind.as_str(), "request failed");
-        send(sealer, &ResponseEvent::Error { kind, message });
+        send(&ResponseEvent::Error { kind, message });
     };
     let engine: Option<Arc<dyn Engine>> = match worker.read_models() {
         Ok(models) => models.get(&req.model).and_then(|s| s.engine.clone()),
@@ -376,34 +408,37 @@ fn run_request(
         } else {
             format!("model {:?} is not served by this worker", req.model)
         };
-        return fail(&mut sealer, &mut send, ErrorKind::ModelNotReady, message);
+        return fail(ErrorKind::ModelNotReady, message);
     };
     let chat = match to_chat_request(&req) {
         Ok(c) => c,
-        Err(message) => return fail(&mut sealer, &mut send, ErrorKind::InvalidRequest, message),
+        Err(message) => return fail(ErrorKind::InvalidRequest, message),
     };
-    let mut text = Zeroizing::new(String::new());
-    let mut frames = 0u64;
-    let mut first_piece_ms = None;
-    let result = engine.chat_stream(&chat, &mut |piece| {
-        if first_piece_ms.is_none() {
-            first_piece_ms = Some(started.elapsed().as_millis() as u64);
-        }
-        text.push_str(piece);
-        if req.stream {
-            frames += 1;
-            if !send(
-                &mut sealer,
-                &ResponseEvent::Delta {
+    let first_piece_ms = Arc::new(std::sync::OnceLock::new());
+    let result = if req.stream {
+        let (out, first) = (Arc::clone(&out), Arc::clone(&first_piece_ms));
+        engine.chat_stream_send(
+            &chat,
+            Box::new(move |piece| {
+                let _ = first.set(started.elapsed().as_millis() as u64);
+                let event = ResponseEvent::Delta {
                     text: piece.to_owned(),
-                },
-            ) {
-                return ControlFlow::Break(());
-            }
-        }
-        ControlFlow::Continue(())
-    });
-    let completion = match result {
+                };
+                let sent = out.lock().is_ok_and(|mut o| o.send(&event));
+                if sent {
+                    ControlFlow::Continue(())
+                } else {
+                    ControlFlow::Break(())
+                }
+            }),
+        )
+    } else {
+        engine.chat_stream(&chat, &mut |_| {
+            let _ = first_piece_ms.set(started.elapsed().as_millis() as u64);
+            ControlFlow::Continue(())
+        })
+    };
+    let mut completion = match result {
         Ok(c) => c,
         Err(e) => {
             let kind = match e {
@@ -412,16 +447,15 @@ fn run_request(
                 }
                 _ => ErrorKind::Internal,
             };
-            return fail(&mut sealer, &mut send, kind, e.to_string());
+            return fail(kind, e.to_string());
         }
     };
+    // The pieces together are exactly the completion's text (the Engine contract).
+    let text = Zeroizing::new(std::mem::take(&mut completion.text));
     if !req.stream
-        && !send(
-            &mut sealer,
-            &ResponseEvent::Delta {
-                text: text.to_string(),
-            },
-        )
+        && !send(&ResponseEvent::Delta {
+            text: text.to_string(),
+        })
     {
         return;
     }
@@ -442,13 +476,14 @@ fn run_request(
         usage,
         receipt: Box::new(receipt),
     };
-    let delivered = send(&mut sealer, &done);
+    let delivered = send(&done);
+    let frames = out.lock().map(|o| o.sealer.sealed()).unwrap_or(0);
     tracing::info!(
         request_bytes,
-        frames = sealer.sealed(),
+        frames,
         prompt_tokens = usage.prompt_tokens,
         completion_tokens = usage.completion_tokens,
-        first_piece_ms,
+        first_piece_ms = first_piece_ms.get().copied(),
         total_ms = started.elapsed().as_millis() as u64,
         delivered,
         "request served"
