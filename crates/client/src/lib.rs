@@ -354,6 +354,12 @@ impl ResponseStream {
         }
     }
 
+    /// The next event if it already arrived (with the bytes of an earlier event), without waiting; for
+    /// a caller that writes out all the events at hand at once.
+    pub fn ready(&mut self) -> Option<Event> {
+        self.pending.pop_front()
+    }
+
     /// Reads the whole answer.
     pub async fn collect(mut self) -> Result<(String, Completion)> {
         let mut text = String::new();

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use tokio::sync::oneshot;
 use veil_client::{ClientConfig, WorkerClient};
 
@@ -86,6 +87,12 @@ impl Gateway {
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(err)?;
         let addr = listener.local_addr().map_err(err)?;
         let (tx, rx) = oneshot::channel::<()>();
+        // Every server-sent event is a small write that should leave at once: no Nagle delay.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let app = self.router();
         let task = tokio::spawn(async move {
             axum::serve(listener, app)

@@ -437,42 +437,42 @@ type SseTx = mpsc::Sender<Result<Bytes, Infallible>>;
 /// Streams the answer as OpenAI's server-sent events: a role chunk, content chunks, a chunk with the
 /// finish reason, a usage chunk when asked for, then `[DONE]`. An error mid-stream is sent as an
 /// `error` event and the stream ends without `[DONE]`, so a client never takes a cut answer as complete.
+///
+/// The events at hand are written together: the role chunk with the first content, and every event
+/// that arrived with the same bytes from the worker; the stream waits only when none is left.
 async fn sse(mut answer: ResponseStream, first: Event, tx: SseTx, c: Chunker, include_usage: bool) {
-    let send = |b: Bytes| {
-        let tx = tx.clone();
-        async move { tx.send(Ok(b)).await.is_ok() }
-    };
-    if !send(c.chunk(
+    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    out.extend_from_slice(&c.chunk(
         json!({ "role": "assistant", "content": "", "refusal": null }),
         None,
-    ))
-    .await
-    {
-        return;
-    }
+    ));
     let mut next = Some(Ok(first));
     loop {
-        let event = match next.take() {
+        let event = match next.take().or_else(|| answer.ready().map(Ok)) {
             Some(e) => e,
-            None => match answer.next().await {
-                Some(e) => e,
-                None => return,
-            },
+            None => {
+                if !out.is_empty() && tx.send(Ok(Bytes::from(std::mem::take(&mut out)))).await.is_err() {
+                    return;
+                }
+                match answer.next().await {
+                    Some(e) => e,
+                    None => return,
+                }
+            }
         };
         match event {
             Ok(Event::Delta(text)) => {
-                if !text.is_empty() && !send(c.chunk(json!({ "content": text }), None)).await {
-                    return;
+                if !text.is_empty() {
+                    out.extend_from_slice(&c.chunk(json!({ "content": text }), None));
                 }
             }
             Ok(Event::Done(done)) => {
                 if let Some(Err(e)) = answer.next().await {
-                    let _ = send(c.event(&ApiError::from(e).body())).await;
+                    out.extend_from_slice(&c.event(&ApiError::from(e).body()));
+                    let _ = tx.send(Ok(Bytes::from(out))).await;
                     return;
                 }
-                if !send(c.chunk(json!({}), Some(finish_reason(&done.finish_reason)))).await {
-                    return;
-                }
+                out.extend_from_slice(&c.chunk(json!({}), Some(finish_reason(&done.finish_reason))));
                 if include_usage {
                     let usage = json!({
                         "id": c.id,
@@ -483,16 +483,16 @@ async fn sse(mut answer: ResponseStream, first: Event, tx: SseTx, c: Chunker, in
                         "choices": [],
                         "usage": usage_json(&done),
                     });
-                    if !send(c.event(&usage)).await {
-                        return;
-                    }
+                    out.extend_from_slice(&c.event(&usage));
                 }
-                let _ = send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                let _ = tx.send(Ok(Bytes::from(out))).await;
                 return;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "answer rejected mid-stream");
-                let _ = send(c.event(&ApiError::from(e).body())).await;
+                out.extend_from_slice(&c.event(&ApiError::from(e).body()));
+                let _ = tx.send(Ok(Bytes::from(out))).await;
                 return;
             }
         }
