@@ -250,8 +250,17 @@ where
     let ledger = match store.load()? {
         Some(persisted) => {
             let keys = KeyRing::new(persisted.seed, persisted.seed_epoch);
-            Ledger::restore(&config.genesis, keys, &persisted.snapshot)
-                .map_err(|e| NodeError::Storage(format!("restoring the ledger snapshot: {e}")))?
+            let mut ledger = Ledger::restore(&config.genesis, keys, &persisted.snapshot)
+                .map_err(|e| NodeError::Storage(format!("restoring the ledger snapshot: {e}")))?;
+            for delta in &persisted.deltas {
+                ledger.apply_delta(delta).map_err(|e| {
+                    NodeError::Storage(format!(
+                        "replaying the ledger journal after height {}: {e}",
+                        ledger.height()
+                    ))
+                })?;
+            }
+            ledger
         }
         None => {
             let seed = config.genesis_seed.as_ref().ok_or_else(|| {
