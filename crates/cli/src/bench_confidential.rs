@@ -3,7 +3,8 @@
 //! process, interleaved (which path goes first alternates) so that any load from other processes hits both;
 //! plus model load time from the encrypted bundle against the plain GGUF file.
 //!
-//! Both paths use the same engine settings and greedy decoding, so they generate the same tokens. Each is
+//! Both paths use the same engine (the one the worker loaded from the bundle: the direct path calls it
+//! in-process) and greedy decoding, so they generate the same tokens with the same work. Each is
 //! timed from the caller's side: time to first token (TTFT) is from the call (the HTTP request) to the
 //! first piece of text (the first SSE content chunk); decode speed is `completion_tokens - 1` over the time
 //! from that first piece to the end of the answer (for the gateway: the last SSE event). Reported values are
@@ -329,14 +330,15 @@ async fn measure(
             .context("the loading thread failed")??
     };
 
-    let engine: Arc<dyn Engine> = {
-        let (file, config) = (path.to_owned(), config.clone());
-        let engine = tokio::task::spawn_blocking(move || LlamaEngine::load_file(&file, config))
-            .await
-            .context("the loading thread failed")?
-            .with_context(|| format!("cannot load {}", path.display()))?;
-        Arc::new(engine)
-    };
+    // The direct path calls the very engine the worker serves (loaded from the bundle), so that both
+    // paths do the same engine work on the same memory. A second engine would also change how llama.cpp's
+    // OpenMP threads wait: with more OpenMP threads in the process than cores, libgomp stops spinning at
+    // barriers and sleeps instead, which makes decoding far more sensitive to any other runnable thread
+    // — a state that a worker serving one model never is in.
+    let engine: Arc<dyn Engine> = devnet
+        .worker()
+        .engine(&devnet.model)
+        .context("the devnet's worker serves no engine")?;
     let base = devnet.base_url();
     let gateway: SocketAddr = base
         .strip_prefix("http://")
