@@ -50,11 +50,7 @@ pub trait Engine: Send + Sync {
     /// server writing it to a connection): `on_piece` may be called on the engine's own thread as soon as
     /// the piece is produced, so that the caller's thread is not woken for every token. `on_piece` should
     /// return quickly: the next token waits for it.
-    fn chat_stream_send(
-        &self,
-        request: &ChatRequest,
-        mut on_piece: PieceSink,
-    ) -> Result<Completion> {
+    fn chat_stream_send(&self, request: &ChatRequest, mut on_piece: PieceSink) -> Result<Completion> {
         self.chat_stream(request, &mut *on_piece)
     }
 
