@@ -258,3 +258,34 @@ fn bundles_from_a_blob_store_open() {
     std::fs::write(&path, &bad).unwrap();
     assert!(open_to_memfd(store.get(&s.address).unwrap(), &key, "bad").is_err());
 }
+
+#[test]
+fn memfd_open_accepts_and_refuses_exactly_what_open_does() {
+    let key = DataKey::generate().unwrap();
+    let (b, _) = seal_vec(&model(300), &key);
+    let same = |t: &[u8], what: &str| {
+        let plain = open_vec(t, &key).map(|(m, _)| m);
+        let memory = open_to_memfd(t, &key, "t").map(|(mem, _)| std::fs::read(mem.proc_path()).unwrap());
+        match (plain, memory) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{what}"),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{what}"),
+            (a, b) => panic!("{what}: open gave {a:?}, open_to_memfd {b:?}"),
+        }
+    };
+    same(&b, "intact");
+    // Every way the model and its digest can fall across chunks (CS = 64, the digest is 32 bytes).
+    for n in [0, 1, 31, 32, 33, 63, 64, 65, 96, 97, 128, 129] {
+        same(&seal_vec(&model(n), &key).0, &format!("a {n}-byte model"));
+    }
+    for i in 0..b.len() {
+        let mut t = b.clone();
+        t[i] ^= 0x10;
+        same(&t, &format!("flip at {i}"));
+    }
+    for n in 0..b.len() {
+        same(&b[..n], &format!("truncated to {n}"));
+    }
+    let mut longer = b.clone();
+    longer.push(0);
+    same(&longer, "one byte more");
+}

@@ -14,8 +14,17 @@
 //! decryption stream from a reader to a writer holding one chunk in memory. A decrypting writer receives
 //! only authenticated chunks, but a stream that fails part-way has already written its earlier chunks:
 //! callers must discard the output on error.
+//!
+//! Chunks are independent once their index and final flag are known, so [`decrypt_parallel`] opens them on
+//! several threads (for large models): one thread reads the chunks in order and decides each one's index
+//! and final flag exactly as [`decrypt`] does, workers authenticate and decrypt them, and the caller sees
+//! the plaintext both as soon as each chunk is authenticated (by position) and in stream order. It accepts
+//! exactly the streams [`decrypt`] accepts and reports the same error for those it refuses.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
@@ -252,15 +261,7 @@ fn decrypt_dyn(
     mut input: &mut dyn Read,
     output: &mut dyn Write,
 ) -> Result<StreamSummary> {
-    let mut header = [0u8; HEADER_LEN];
-    let n = fill(&mut input, &mut header).map_err(io_err("reading the stream header"))?;
-    if n < HEADER_LEN {
-        return Err(CryptoError::Stream(format!(
-            "truncated: {n} bytes is shorter than the {HEADER_LEN}-byte header"
-        )));
-    }
-    let chunk_size = parse_header(&header)?;
-    let cc = ChunkCipher::new(key, &header, aad);
+    let (chunk_size, cc) = header_and_cipher(key, aad, input)?;
     let want = chunk_size as usize + TAG_LEN;
     // Untrusted chunk size: start small and let `read_chunk` grow the buffer as ciphertext arrives.
     let mut buf = Zeroizing::new(Vec::with_capacity(want.min(64 << 10)));
@@ -272,39 +273,12 @@ fn decrypt_dyn(
     for index in 0u64.. {
         let (last, carry) =
             read_chunk(&mut input, &mut buf, want).map_err(io_err("reading the ciphertext"))?;
-        if buf.len() < TAG_LEN {
-            return Err(CryptoError::Stream(if buf.is_empty() {
-                format!(
-                    "truncated: ends after chunk {} without a final chunk",
-                    index.saturating_sub(1)
-                )
-            } else {
-                format!(
-                    "truncated: chunk {index} is {} bytes, shorter than its tag",
-                    buf.len()
-                )
-            }));
-        }
         summary.ciphertext_len += buf.len() as u64;
-        let split = buf.len() - TAG_LEN;
-        let tag = Tag::try_from(&buf[split..])
-            .map_err(|_| CryptoError::Stream(format!("chunk {index}: bad tag length")))?;
-        buf.truncate(split);
-        cc.cipher
-            .decrypt_inout_detached(
-                &ChunkCipher::nonce(index, last),
-                &cc.aad,
-                buf.as_mut_slice().into(),
-                &tag,
-            )
-            .map_err(|_| {
-                CryptoError::Stream(format!(
-                    "chunk {index} failed authentication: the stream was tampered with, truncated, reordered \
-                     or duplicated, or the key or associated data is wrong"
-                ))
-            })?;
-        output.write_all(&buf).map_err(io_err("writing the plaintext"))?;
-        summary.plaintext_len += buf.len() as u64;
+        let len = cc.open_chunk(index, last, &mut buf)?;
+        output
+            .write_all(&buf[..len])
+            .map_err(io_err("writing the plaintext"))?;
+        summary.plaintext_len += len as u64;
         summary.chunks += 1;
         buf.clear();
         if last {
@@ -314,6 +288,244 @@ fn decrypt_dyn(
     }
     output.flush().map_err(io_err("flushing the plaintext"))?;
     Ok(summary)
+}
+
+fn header_and_cipher(key: &[u8; 32], aad: &[u8], mut input: &mut dyn Read) -> Result<(u32, ChunkCipher)> {
+    let mut header = [0u8; HEADER_LEN];
+    let n = fill(&mut input, &mut header).map_err(io_err("reading the stream header"))?;
+    if n < HEADER_LEN {
+        return Err(CryptoError::Stream(format!(
+            "truncated: {n} bytes is shorter than the {HEADER_LEN}-byte header"
+        )));
+    }
+    let chunk_size = parse_header(&header)?;
+    Ok((chunk_size, ChunkCipher::new(key, &header, aad)))
+}
+
+/// The error for chunk `index` when only `len` bytes, too few to hold its tag, arrived for it.
+fn truncated(index: u64, len: usize) -> CryptoError {
+    CryptoError::Stream(if len == 0 {
+        format!(
+            "truncated: ends after chunk {} without a final chunk",
+            index.saturating_sub(1)
+        )
+    } else {
+        format!("truncated: chunk {index} is {len} bytes, shorter than its tag")
+    })
+}
+
+impl ChunkCipher {
+    /// Authenticates and decrypts chunk `index` (ciphertext then tag) in place; returns the plaintext length.
+    fn open_chunk(&self, index: u64, last: bool, chunk: &mut [u8]) -> Result<usize> {
+        if chunk.len() < TAG_LEN {
+            return Err(truncated(index, chunk.len()));
+        }
+        let split = chunk.len() - TAG_LEN;
+        let (body, tag) = chunk.split_at_mut(split);
+        let tag = Tag::try_from(&*tag)
+            .map_err(|_| CryptoError::Stream(format!("chunk {index}: bad tag length")))?;
+        self.cipher
+            .decrypt_inout_detached(&Self::nonce(index, last), &self.aad, body.into(), &tag)
+            .map_err(|_| {
+                CryptoError::Stream(format!(
+                    "chunk {index} failed authentication: the stream was tampered with, truncated, reordered \
+                     or duplicated, or the key or associated data is wrong"
+                ))
+            })?;
+        Ok(split)
+    }
+}
+
+/// Memory the chunk buffers of [`decrypt_parallel`] may use together (three chunks are always allowed,
+/// whatever the chunk size).
+const PARALLEL_BUFFER_BUDGET: usize = 32 << 20;
+
+/// A chunk read from the input, on its way to a worker.
+struct ReadChunk {
+    index: u64,
+    last: bool,
+    buf: Zeroizing<Vec<u8>>,
+}
+
+/// A chunk a worker authenticated and decrypted: its plaintext is `buf[..len]`.
+struct OpenChunk {
+    last: bool,
+    buf: Zeroizing<Vec<u8>>,
+    len: usize,
+}
+
+type Outcome = (u64, Result<OpenChunk>);
+
+/// Decrypts a stream made by [`encrypt`] on `threads` worker threads, plus one that reads `input`. It
+/// accepts exactly the streams [`decrypt`] accepts, and refuses the others with the error [`decrypt`]
+/// gives (the one for the first bad chunk in stream order).
+///
+/// Each authenticated chunk's plaintext is passed to `place(offset, plaintext)` on a worker thread, in no
+/// particular order (`offset`: where the chunk starts in the plaintext), then to `in_order(plaintext)` on
+/// the calling thread, in stream order. Nothing that failed authentication is passed to either. On error,
+/// everything both received must be discarded: the chunks before the bad one, and possibly some after
+/// it, were passed on. Memory: a few chunks (about 32 MiB at most, but at least three chunks); a hostile
+/// header's chunk size costs only the bytes that actually arrive.
+pub fn decrypt_parallel(
+    key: &[u8; 32],
+    aad: &[u8],
+    input: &mut (dyn Read + Send),
+    threads: usize,
+    place: &(dyn Fn(u64, &[u8]) -> io::Result<()> + Sync),
+    in_order: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> Result<StreamSummary> {
+    let (chunk_size, cc) = header_and_cipher(key, aad, input)?;
+    let want = chunk_size as usize + TAG_LEN;
+    let threads = threads.max(1);
+    let buffers = (2 * threads + 2).min((PARALLEL_BUFFER_BUDGET / want).max(3));
+    let stop = AtomicBool::new(false);
+    // Unbounded, but the reader never has more than `buffers` chunks out: it waits for the calling
+    // thread to hand a buffer back before it reads more.
+    let (work_tx, work_rx) = mpsc::channel::<ReadChunk>();
+    let work_rx = Mutex::new(work_rx);
+    let (done_tx, done_rx) = mpsc::channel::<Outcome>();
+    let (pool_tx, pool_rx) = mpsc::channel::<Zeroizing<Vec<u8>>>();
+    let (cc, stop, work_rx) = (&cc, &stop, &work_rx);
+    std::thread::scope(|scope| {
+        let reader_done = done_tx.clone();
+        scope.spawn(move || read_chunks(input, want, buffers, &pool_rx, &work_tx, &reader_done, stop));
+        for _ in 0..threads {
+            let done = done_tx.clone();
+            scope.spawn(move || open_chunks(cc, chunk_size, work_rx, &done, place, stop));
+        }
+        drop(done_tx);
+        let result = collect(done_rx, pool_tx, in_order);
+        // Whatever happened, the other threads end now: they see `stop` or a closed channel.
+        stop.store(true, Ordering::Relaxed);
+        result
+    })
+}
+
+/// The reader: splits `input` into chunks, deciding each one's final flag as [`decrypt`] does.
+fn read_chunks(
+    mut input: &mut (dyn Read + Send),
+    want: usize,
+    buffers: usize,
+    pool: &mpsc::Receiver<Zeroizing<Vec<u8>>>,
+    work: &mpsc::Sender<ReadChunk>,
+    done: &mpsc::Sender<Outcome>,
+    stop: &AtomicBool,
+) {
+    let mut carry = None;
+    let mut made = 0;
+    for index in 0u64.. {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut buf = match pool.try_recv() {
+            Ok(buf) => buf,
+            Err(_) if made < buffers => {
+                made += 1;
+                // Untrusted chunk size: start small and let `read_chunk` grow the buffer as ciphertext arrives.
+                Zeroizing::new(Vec::with_capacity(want.min(64 << 10)))
+            }
+            Err(_) => match pool.recv() {
+                Ok(buf) => buf,
+                Err(_) => return, // the calling thread has finished
+            },
+        };
+        buf.clear();
+        buf.extend(carry.take());
+        let (last, next) = match read_chunk(&mut input, &mut buf, want) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = done.send((index, Err(io_err("reading the ciphertext")(e))));
+                return;
+            }
+        };
+        if buf.len() < TAG_LEN {
+            let _ = done.send((index, Err(truncated(index, buf.len()))));
+            return;
+        }
+        carry = next;
+        if work.send(ReadChunk { index, last, buf }).is_err() || last {
+            return;
+        }
+    }
+}
+
+/// A worker: opens chunks and places their plaintext until the reader is done or the caller stops.
+fn open_chunks(
+    cc: &ChunkCipher,
+    chunk_size: u32,
+    work: &Mutex<mpsc::Receiver<ReadChunk>>,
+    done: &mpsc::Sender<Outcome>,
+    place: &(dyn Fn(u64, &[u8]) -> io::Result<()> + Sync),
+    stop: &AtomicBool,
+) {
+    loop {
+        let next = match work.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(ReadChunk { index, last, mut buf }) = next else {
+            return; // the reader is done and every chunk is taken
+        };
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        // A panic in `place` must not leave the calling thread waiting for this chunk forever.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let len = cc.open_chunk(index, last, &mut buf)?;
+            place(index * u64::from(chunk_size), &buf[..len]).map_err(io_err("placing the plaintext"))?;
+            Ok(len)
+        }))
+        .unwrap_or_else(|_| Err(CryptoError::Stream("a decrypting thread panicked".into())));
+        if done
+            .send((index, opened.map(|len| OpenChunk { last, buf, len })))
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// The calling thread's part: takes the opened chunks in stream order, hands each to `in_order` and its
+/// buffer back to the reader, and stops at the final chunk or the first error.
+fn collect(
+    done: mpsc::Receiver<Outcome>,
+    pool: mpsc::Sender<Zeroizing<Vec<u8>>>,
+    in_order: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> Result<StreamSummary> {
+    let mut summary = StreamSummary {
+        plaintext_len: 0,
+        ciphertext_len: HEADER_LEN as u64,
+        chunks: 0,
+    };
+    // Chunks opened before their turn: at most the reader's buffers.
+    let mut early = BTreeMap::new();
+    loop {
+        let index = summary.chunks;
+        let outcome = match early.remove(&index) {
+            Some(o) => o,
+            None => match done.recv() {
+                Ok((i, o)) if i == index => o,
+                Ok((i, o)) => {
+                    early.insert(i, o);
+                    continue;
+                }
+                Err(_) => {
+                    return Err(CryptoError::Stream(
+                        "the decrypting threads stopped before the final chunk".into(),
+                    ));
+                }
+            },
+        };
+        let chunk = outcome?;
+        in_order(&chunk.buf[..chunk.len]).map_err(io_err("writing the plaintext"))?;
+        summary.plaintext_len += chunk.len as u64;
+        summary.ciphertext_len += (chunk.len + TAG_LEN) as u64;
+        summary.chunks += 1;
+        if chunk.last {
+            return Ok(summary);
+        }
+        let _ = pool.send(chunk.buf);
+    }
 }
 
 /// Encrypts a byte slice into a new vector (convenience for small payloads and tests).
@@ -341,6 +553,45 @@ mod tests {
         (0..n).map(|i| (i * 31 % 251) as u8).collect()
     }
 
+    /// Decrypts with `decrypt_parallel`: what it placed by offset and what it passed in order, which
+    /// must agree.
+    fn parallel_to_vec(key: &[u8; 32], aad: &[u8], ct: &[u8], threads: usize) -> Result<Vec<u8>> {
+        let placed = std::sync::Mutex::new(Vec::new());
+        let place = |offset: u64, pt: &[u8]| {
+            let mut v = placed.lock().unwrap();
+            let end = offset as usize + pt.len();
+            if v.len() < end {
+                v.resize(end, 0);
+            }
+            v[offset as usize..end].copy_from_slice(pt);
+            Ok(())
+        };
+        let mut ordered = Vec::new();
+        let summary = decrypt_parallel(key, aad, &mut &ct[..], threads, &place, &mut |pt| {
+            ordered.extend_from_slice(pt);
+            Ok(())
+        })?;
+        assert_eq!(*placed.lock().unwrap(), ordered);
+        assert_eq!(summary.plaintext_len, ordered.len() as u64);
+        assert_eq!(summary.ciphertext_len, ct.len() as u64);
+        Ok(ordered)
+    }
+
+    /// Decrypts with `decrypt` and with `decrypt_parallel` (1, 2 and 5 workers): both must accept the
+    /// same plaintext or refuse with the same error.
+    fn both(key: &[u8; 32], aad: &[u8], ct: &[u8]) -> Result<Vec<u8>> {
+        let sequential = decrypt_to_vec(key, aad, ct).map(|v| v.to_vec());
+        for threads in [1, 2, 5] {
+            let parallel = parallel_to_vec(key, aad, ct, threads);
+            match (&sequential, &parallel) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                (a, b) => panic!("sequential {a:?}, parallel with {threads} threads {b:?}"),
+            }
+        }
+        sequential
+    }
+
     fn chunks_of(ct: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
         let (h, body) = ct.split_at(HEADER_LEN);
         (
@@ -355,11 +606,7 @@ mod tests {
             let pt = sample(n);
             let ct = encrypt_to_vec(&K, b"aad", CS, &pt).unwrap();
             assert_eq!(ct.len() as u64, ciphertext_len(n as u64, CS), "length for {n}");
-            assert_eq!(
-                &*decrypt_to_vec(&K, b"aad", &ct).unwrap(),
-                &pt,
-                "round trip for {n}"
-            );
+            assert_eq!(both(&K, b"aad", &ct).unwrap(), pt, "round trip for {n}");
         }
     }
 
@@ -382,19 +629,97 @@ mod tests {
         let mut out = Vec::new();
         decrypt(&K, b"", Trickle(&ct), &mut out).unwrap();
         assert_eq!(out, pt);
+        let mut out = Vec::new();
+        decrypt_parallel(&K, b"", &mut Trickle(&ct), 2, &|_, _| Ok(()), &mut |p| {
+            out.extend_from_slice(p);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(out, pt);
+    }
+
+    #[test]
+    fn parallel_places_every_chunk_once_and_stops_on_errors() {
+        let pt = sample(64 * 40 + 5);
+        let ct = encrypt_to_vec(&K, b"", CS, &pt).unwrap();
+        let seen = std::sync::Mutex::new(Vec::new());
+        let mut order = Vec::new();
+        decrypt_parallel(
+            &K,
+            b"",
+            &mut &ct[..],
+            3,
+            &|offset, p| {
+                seen.lock().unwrap().push((offset, p.len()));
+                Ok(())
+            },
+            &mut |p| {
+                order.push(p.len());
+                Ok(())
+            },
+        )
+        .unwrap();
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort();
+        let expected: Vec<(u64, usize)> = (0..41).map(|i| (i * 64, if i == 40 { 5 } else { 64 })).collect();
+        assert_eq!(seen, expected);
+        assert_eq!(order, expected.iter().map(|e| e.1).collect::<Vec<_>>());
+
+        // An error from either callback ends it with that error, naming what was being done.
+        let err = decrypt_parallel(
+            &K,
+            b"",
+            &mut &ct[..],
+            2,
+            &|offset, _| {
+                if offset == 64 * 7 {
+                    Err(io::Error::other("full"))
+                } else {
+                    Ok(())
+                }
+            },
+            &mut |_| Ok(()),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("placing the plaintext"), "{err}");
+        let mut n = 0;
+        let err = decrypt_parallel(&K, b"", &mut &ct[..], 2, &|_, _| Ok(()), &mut |_| {
+            n += 1;
+            if n == 3 {
+                Err(io::Error::other("no"))
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("writing the plaintext"), "{err}");
+        // A panicking callback is an error, not a hang.
+        let err = decrypt_parallel(
+            &K,
+            b"",
+            &mut &ct[..],
+            2,
+            &|offset, _| {
+                assert_ne!(offset, 64 * 5, "boom");
+                Ok(())
+            },
+            &mut |_| Ok(()),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("panicked"), "{err}");
     }
 
     #[test]
     fn wrong_key_and_aad_are_rejected() {
         let ct = encrypt_to_vec(&K, b"aad", CS, &sample(100)).unwrap();
         assert!(
-            decrypt_to_vec(&[1; 32], b"aad", &ct)
+            both(&[1; 32], b"aad", &ct)
                 .unwrap_err()
                 .to_string()
                 .contains("chunk 0 failed")
         );
         assert!(
-            decrypt_to_vec(&K, b"other", &ct)
+            both(&K, b"other", &ct)
                 .unwrap_err()
                 .to_string()
                 .contains("chunk 0 failed")
@@ -407,7 +732,7 @@ mod tests {
         for i in 0..ct.len() {
             let mut t = ct.clone();
             t[i] ^= 0x04;
-            assert!(decrypt_to_vec(&K, b"", &t).is_err(), "flip at {i} accepted");
+            assert!(both(&K, b"", &t).is_err(), "flip at {i} accepted");
         }
     }
 
@@ -415,7 +740,7 @@ mod tests {
     fn truncation_at_every_length_is_rejected() {
         let ct = encrypt_to_vec(&K, b"", CS, &sample(200)).unwrap();
         for n in 0..ct.len() {
-            let err = decrypt_to_vec(&K, b"", &ct[..n]).unwrap_err().to_string();
+            let err = both(&K, b"", &ct[..n]).unwrap_err().to_string();
             assert!(
                 err.contains("truncated") || err.contains("failed authentication"),
                 "{n}: {err}"
@@ -423,9 +748,7 @@ mod tests {
         }
         // Cut exactly at a chunk boundary: every remaining chunk is intact, but no final chunk came.
         let at_boundary = HEADER_LEN + 2 * (CS as usize + TAG_LEN);
-        let err = decrypt_to_vec(&K, b"", &ct[..at_boundary])
-            .unwrap_err()
-            .to_string();
+        let err = both(&K, b"", &ct[..at_boundary]).unwrap_err().to_string();
         assert!(err.contains("chunk 1 failed"), "{err}");
     }
 
@@ -443,37 +766,37 @@ mod tests {
         };
         let reordered = join(&[&c[1], &c[0], &c[2], &c[3]]);
         assert!(
-            decrypt_to_vec(&K, b"", &reordered)
+            both(&K, b"", &reordered)
                 .unwrap_err()
                 .to_string()
                 .contains("chunk 0 failed")
         );
         let duplicated = join(&[&c[0], &c[0], &c[1], &c[2], &c[3]]);
         assert!(
-            decrypt_to_vec(&K, b"", &duplicated)
+            both(&K, b"", &duplicated)
                 .unwrap_err()
                 .to_string()
                 .contains("chunk 1 failed")
         );
         let dropped = join(&[&c[0], &c[2], &c[3]]);
         assert!(
-            decrypt_to_vec(&K, b"", &dropped)
+            both(&K, b"", &dropped)
                 .unwrap_err()
                 .to_string()
                 .contains("chunk 1 failed")
         );
         let mut extended = ct.clone();
         extended.extend_from_slice(&c[0]);
-        assert!(decrypt_to_vec(&K, b"", &extended).is_err());
+        assert!(both(&K, b"", &extended).is_err());
         let mut trailing = ct.clone();
         trailing.push(0);
-        assert!(decrypt_to_vec(&K, b"", &trailing).is_err());
+        assert!(both(&K, b"", &trailing).is_err());
         // A chunk spliced in from another stream under the same key is rejected (different salt).
         let other = encrypt_to_vec(&K, b"", CS, &sample(250)).unwrap();
         let (_, oc) = chunks_of(&other);
         let spliced = join(&[&c[0], &oc[1], &c[2], &c[3]]);
         assert!(
-            decrypt_to_vec(&K, b"", &spliced)
+            both(&K, b"", &spliced)
                 .unwrap_err()
                 .to_string()
                 .contains("chunk 1 failed")
@@ -501,7 +824,7 @@ mod tests {
         header[9..13].copy_from_slice(&MAX_CHUNK_SIZE.to_be_bytes());
         header.extend_from_slice(&[0u8; 40]);
         assert!(
-            decrypt_to_vec(&K, b"", &header)
+            both(&K, b"", &header)
                 .unwrap_err()
                 .to_string()
                 .contains("chunk 0 failed")
@@ -524,7 +847,7 @@ mod tests {
             hex::encode(&ct),
             "5645494c5354524d01000000100707070707070707070707070707070707070707070707070707070707070707a41bf708ff2f7c58ba1c94668fcd76ca5ccf984e5760b94af782989bbe355c4ee794cb4fec8d3319259abc38d667d25a429668"
         );
-        assert_eq!(&*decrypt_to_vec(&K, b"aad", &ct).unwrap(), b"hello, veil streams");
+        assert_eq!(both(&K, b"aad", &ct).unwrap(), b"hello, veil streams");
     }
 
     #[test]
@@ -532,26 +855,16 @@ mod tests {
         let ct = encrypt_to_vec(&K, b"", CS, b"x").unwrap();
         let mut m = ct.clone();
         m[0] = b'X';
-        assert!(
-            decrypt_to_vec(&K, b"", &m)
-                .unwrap_err()
-                .to_string()
-                .contains("bad magic")
-        );
+        assert!(both(&K, b"", &m).unwrap_err().to_string().contains("bad magic"));
         let mut v = ct.clone();
         v[8] = 9;
         assert!(matches!(
-            decrypt_to_vec(&K, b"", &v),
+            both(&K, b"", &v),
             Err(CryptoError::UnsupportedVersion { found: 9, .. })
         ));
         let mut c = ct.clone();
         c[9..13].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(
-            decrypt_to_vec(&K, b"", &c)
-                .unwrap_err()
-                .to_string()
-                .contains("outside")
-        );
+        assert!(both(&K, b"", &c).unwrap_err().to_string().contains("outside"));
         assert!(encrypt_to_vec(&K, b"", 1, b"x").is_err());
     }
 }
