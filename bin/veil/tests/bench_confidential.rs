@@ -55,6 +55,8 @@ fn bench_confidential_reports_every_measurement() {
         "/load_seconds/bundle_best",
         "/load_seconds/ratio_best",
         "/load_seconds/goal_ratio_at_most",
+        "/load_seconds/bundle_open",
+        "/load_seconds/plain_file_mapped",
         "/settings/machine_threads",
         "/settings/engine_threads",
         "/model_bytes",
@@ -65,6 +67,8 @@ fn bench_confidential_reports_every_measurement() {
     let added = r["ttft_ms"]["added"].as_f64().expect("ttft_ms.added");
     let diff = positive("/ttft_ms/via_gateway") - positive("/ttft_ms/direct");
     assert!((added - diff).abs() < 0.01, "{added} vs {diff}");
+    assert!(r["load_seconds"]["compares"].as_str().is_some_and(|c| c.contains("no mmap")));
+    assert!(positive("/load_seconds/bundle_open") < positive("/load_seconds/bundle"));
     assert_eq!(r["settings"]["engine_threads"], 2);
     assert_eq!(r["settings"]["max_tokens"], 4);
     assert_eq!(r["settings"]["prompts"], 1);
