@@ -67,7 +67,11 @@ fn bench_confidential_reports_every_measurement() {
     let added = r["ttft_ms"]["added"].as_f64().expect("ttft_ms.added");
     let diff = positive("/ttft_ms/via_gateway") - positive("/ttft_ms/direct");
     assert!((added - diff).abs() < 0.01, "{added} vs {diff}");
-    assert!(r["load_seconds"]["compares"].as_str().is_some_and(|c| c.contains("no mmap")));
+    assert!(
+        r["load_seconds"]["compares"]
+            .as_str()
+            .is_some_and(|c| c.contains("no mmap"))
+    );
     assert!(positive("/load_seconds/bundle_open") < positive("/load_seconds/bundle"));
     assert_eq!(r["settings"]["engine_threads"], 2);
     assert_eq!(r["settings"]["max_tokens"], 4);
