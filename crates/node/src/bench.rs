@@ -47,7 +47,7 @@ impl Default for LedgerBenchConfig {
         Self {
             transfers: 20_000,
             wallets: 200,
-            rate: 4_000,
+            rate: 2_500,
             max_in_flight: 8_000,
             block_max_txs: 4_096,
         }

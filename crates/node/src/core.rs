@@ -51,6 +51,8 @@ pub(crate) struct Core {
     pub(crate) recent: BTreeMap<u64, Executed>,
     /// Envelope ids of the most recent executed blocks (benchmarks and finality tracking).
     pub(crate) recent_ids: BTreeMap<u64, Vec<[u8; 32]>>,
+    /// The same ids as a set: gossip that arrives after its envelope executed is dropped unopened.
+    pub(crate) recent_id_set: HashSet<[u8; 32]>,
     /// Where admitted client submissions go to be gossiped to the other validators.
     pub(crate) outbox: Option<commonware_utils::channel::mpsc::UnboundedSender<Vec<u8>>>,
 }
@@ -68,6 +70,7 @@ impl SharedCore {
             stats: Stats::default(),
             recent: BTreeMap::new(),
             recent_ids: BTreeMap::new(),
+            recent_id_set: HashSet::new(),
             outbox: None,
         })))
     }
@@ -107,12 +110,19 @@ impl SharedCore {
     /// Opens envelopes outside the lock (decryption and signature checks are the expensive part of
     /// admission; holding the lock for them would stall proposals and execution): duplicates and
     /// a full mempool are refused first, under a short lock.
-    fn open_unlocked(&self, envelopes: &[Vec<u8>]) -> Vec<Result<OpenedTx, TxError>> {
+    /// With `skip_executed`, envelopes executed in the recent blocks are refused unopened too.
+    fn open_unlocked(&self, envelopes: &[Vec<u8>], skip_executed: bool) -> Vec<Result<OpenedTx, TxError>> {
         let (opener, room) = {
             let core = self.lock();
             let room: Vec<Result<(), TxError>> = envelopes
                 .iter()
-                .map(|e| core.mempool.admit_check_room(&tx_id(e)))
+                .map(|e| {
+                    let id = tx_id(e);
+                    if skip_executed && core.recent_id_set.contains(&id) {
+                        return Err(TxError::Duplicate);
+                    }
+                    core.mempool.admit_check_room(&id)
+                })
                 .collect();
             (core.ledger.opener(), room)
         };
@@ -127,7 +137,7 @@ impl SharedCore {
     /// it for gossip to the other validators.
     pub fn submit(&self, envelope: Vec<u8>) -> Result<[u8; 32], TxError> {
         let opened = self
-            .open_unlocked(std::slice::from_ref(&envelope))
+            .open_unlocked(std::slice::from_ref(&envelope), false)
             .pop()
             .unwrap_or(Err(TxError::Duplicate));
         let mut core = self.lock();
@@ -151,7 +161,7 @@ impl SharedCore {
     /// Admits envelopes another validator gossiped (same checks, not gossiped again); returns how
     /// many were not admitted (already here, already included, or invalid).
     pub fn admit_gossiped(&self, envelopes: Vec<Vec<u8>>) -> usize {
-        let opened = self.open_unlocked(&envelopes);
+        let opened = self.open_unlocked(&envelopes, true);
         let mut core = self.lock();
         let core = &mut *core;
         let mut refused = 0;
@@ -197,10 +207,15 @@ impl SharedCore {
         while core.recent.len() > RECENT_ROOTS {
             core.recent.pop_first();
         }
+        core.recent_id_set.extend(outcome.results.iter().map(|r| r.id));
         core.recent_ids
             .insert(block.height.get(), outcome.results.iter().map(|r| r.id).collect());
         while core.recent_ids.len() > RECENT_IDS {
-            core.recent_ids.pop_first();
+            if let Some((_, ids)) = core.recent_ids.pop_first() {
+                for id in ids {
+                    core.recent_id_set.remove(&id);
+                }
+            }
         }
         Ok(outcome)
     }
