@@ -355,6 +355,15 @@ impl<W: Write> Write for OpenWriter<W> {
 /// authenticates and decrypts its chunks and writes each one's plaintext straight to its place in the
 /// memory file (sized up front), and the calling thread hashes the model in order as the chunks come
 /// ([`stream::decrypt_parallel`]). A few chunks are in flight at a time (memory: a few MiB).
+///
+/// When `bundle` is a blob store's reader (`BlobStore::get`, as for a worker), its content-address check
+/// (SHA-256 of the ciphertext) runs on the reading thread, overlapped with decryption and the model's
+/// hash. It is kept on purpose although it costs as much CPU as the model's hash: the AEAD under the
+/// data key and the SHA-256 sealed inside authenticate the model against anyone without the key, but
+/// the address is what the registry pins, and only the address check binds the loaded bytes to it
+/// against a key holder (a model's owner can seal any model under its data key, and may run the store
+/// the worker reads from). A bundle whose bytes do not match its address fails with the store's error,
+/// or the AEAD's for a changed chunk, whichever comes first; either way nothing is returned.
 pub fn open_to_memfd(
     mut bundle: impl Read + Send,
     key: &DataKey,
