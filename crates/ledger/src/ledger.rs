@@ -236,6 +236,32 @@ fn open_with(keys: &KeyRing, bytes: &[u8]) -> std::result::Result<OpenedTx, TxEr
     })
 }
 
+/// Reads and checks `magic | version | genesis hash` of a snapshot or delta (`what`).
+fn read_header(
+    r: &mut Reader<'_>,
+    magic: &[u8; 8],
+    version: u8,
+    what: &str,
+    genesis_hash: &[u8; 32],
+) -> Result<()> {
+    let bad = LedgerError::Snapshot;
+    if r.take(8, "magic").map_err(bad)? != magic {
+        return Err(bad(format!("not a Veil ledger {what} (bad magic)")));
+    }
+    let found = r.u8("version").map_err(bad)?;
+    if found != version {
+        return Err(bad(format!(
+            "unsupported {what} version {found} (this build reads version {version})"
+        )));
+    }
+    if r.array::<32>("genesis hash").map_err(bad)? != *genesis_hash {
+        return Err(bad(format!(
+            "the {what} is of another network (its genesis hash differs)"
+        )));
+    }
+    Ok(())
+}
+
 fn corrupt(e: String) -> LedgerError {
     LedgerError::Corrupt(e)
 }
@@ -681,15 +707,32 @@ impl Ledger {
     /// `"VEILSNAP" | version (1) = 1 | genesis hash (32) | height (u64) | epoch (u64) | root (32)
     /// | count (u64) | count × (slot (32) | length (u32) | ciphertext)`, entries in slot order.
     pub fn snapshot(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(89 + self.state.len() * (36 + crate::state::STATE_CIPHERTEXT_LEN));
-        out.extend_from_slice(SNAPSHOT_MAGIC);
-        out.push(SNAPSHOT_VERSION);
+        self.encode_entries(
+            SNAPSHOT_MAGIC,
+            SNAPSHOT_VERSION,
+            self.state.len(),
+            self.state.entries(),
+        )
+    }
+
+    /// `magic | version | genesis hash | height | epoch | root | count | (slot | length | ciphertext)…`:
+    /// the layout snapshots and deltas share.
+    fn encode_entries<'a>(
+        &self,
+        magic: &[u8; 8],
+        version: u8,
+        count: usize,
+        entries: impl Iterator<Item = (&'a [u8; 32], &'a [u8])>,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(89 + count * (36 + crate::state::STATE_CIPHERTEXT_LEN));
+        out.extend_from_slice(magic);
+        out.push(version);
         out.extend_from_slice(&self.genesis_hash);
         out.extend_from_slice(&self.height.to_be_bytes());
         out.extend_from_slice(&self.epoch().to_be_bytes());
         out.extend_from_slice(&self.state.root());
-        out.extend_from_slice(&(self.state.len() as u64).to_be_bytes());
-        for (slot, ct) in self.state.entries() {
+        out.extend_from_slice(&(count as u64).to_be_bytes());
+        for (slot, ct) in entries {
             out.extend_from_slice(slot);
             put_lp(&mut out, ct);
         }
@@ -708,19 +751,7 @@ impl Ledger {
             return None;
         }
         let changes: Vec<(&[u8; 32], &[u8])> = self.state.last_changes()?.collect();
-        let mut out = Vec::with_capacity(89 + changes.len() * (36 + crate::state::STATE_CIPHERTEXT_LEN));
-        out.extend_from_slice(DELTA_MAGIC);
-        out.push(DELTA_VERSION);
-        out.extend_from_slice(&self.genesis_hash);
-        out.extend_from_slice(&self.height.to_be_bytes());
-        out.extend_from_slice(&self.epoch().to_be_bytes());
-        out.extend_from_slice(&self.state.root());
-        out.extend_from_slice(&(changes.len() as u64).to_be_bytes());
-        for (slot, ct) in changes {
-            out.extend_from_slice(slot);
-            put_lp(&mut out, ct);
-        }
-        Some(out)
+        Some(self.encode_entries(DELTA_MAGIC, DELTA_VERSION, changes.len(), changes.into_iter()))
     }
 
     /// Applies a [`Ledger::last_block_delta`] of the next height on top of this ledger (restored
@@ -731,20 +762,7 @@ impl Ledger {
     pub fn apply_delta(&mut self, delta: &[u8]) -> Result<bool> {
         let bad = LedgerError::Snapshot;
         let mut r = Reader::new(delta);
-        if r.take(8, "magic").map_err(bad)? != DELTA_MAGIC {
-            return Err(bad("not a Veil ledger delta (bad magic)".into()));
-        }
-        let version = r.u8("version").map_err(bad)?;
-        if version != DELTA_VERSION {
-            return Err(bad(format!(
-                "unsupported delta version {version} (this build reads version {DELTA_VERSION})"
-            )));
-        }
-        if r.array::<32>("genesis hash").map_err(bad)? != self.genesis_hash {
-            return Err(bad(
-                "the delta is of another network (its genesis hash differs)".into()
-            ));
-        }
+        read_header(&mut r, DELTA_MAGIC, DELTA_VERSION, "delta", &self.genesis_hash)?;
         let height = r.u64("height").map_err(bad)?;
         if height <= self.height {
             return Ok(false);
@@ -792,21 +810,14 @@ impl Ledger {
         genesis.validate()?;
         let bad = LedgerError::Snapshot;
         let mut r = Reader::new(snapshot);
-        if r.take(8, "magic").map_err(bad)? != SNAPSHOT_MAGIC {
-            return Err(bad("not a Veil ledger snapshot (bad magic)".into()));
-        }
-        let version = r.u8("version").map_err(bad)?;
-        if version != SNAPSHOT_VERSION {
-            return Err(bad(format!(
-                "unsupported snapshot version {version} (this build reads version {SNAPSHOT_VERSION})"
-            )));
-        }
-        let genesis_hash: [u8; 32] = r.array("genesis hash").map_err(bad)?;
-        if genesis_hash != genesis.hash() {
-            return Err(bad(
-                "the snapshot is of another network (its genesis hash differs)".into(),
-            ));
-        }
+        let genesis_hash = genesis.hash();
+        read_header(
+            &mut r,
+            SNAPSHOT_MAGIC,
+            SNAPSHOT_VERSION,
+            "snapshot",
+            &genesis_hash,
+        )?;
         let height = r.u64("height").map_err(bad)?;
         let epoch = r.u64("epoch").map_err(bad)?;
         if epoch != height / genesis.epoch_length {
