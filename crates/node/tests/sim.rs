@@ -100,11 +100,7 @@ fn all_online_run(seed: u64, txs: Vec<Vec<u8>>) -> (String, Vec<[u8; 32]>) {
         submit_round_robin(&net, &txs, &[0, 1, 2, 3]);
         net.settle(&[0, 1, 2, 3]).await;
         let h = (0..4).map(|i| net.height(i)).min().unwrap();
-        let roots = net.roots_at(&[0, 1, 2, 3], h);
-        assert!(
-            roots.iter().all(|r| *r == roots[0]),
-            "validators disagree on the state root at {h}"
-        );
+        net.assert_roots_agree(&[0, 1, 2, 3], h);
         for i in 0..4 {
             assert_balances(&net, i, txs.len() as u64 / u64::from(WALLETS));
         }
@@ -148,8 +144,7 @@ fn partition_two_two_then_heal() {
         net.link_all().await;
         net.settle(&[0, 1, 2, 3]).await;
         let h = (0..4).map(|i| net.height(i)).min().unwrap();
-        let roots = net.roots_at(&[0, 1, 2, 3], h);
-        assert!(roots.iter().all(|r| *r == roots[0]));
+        net.assert_roots_agree(&[0, 1, 2, 3], h);
         for i in 0..4 {
             assert_balances(&net, i, 5);
         }
@@ -181,11 +176,7 @@ fn crashed_validator_restarts_from_disk_and_catches_up() {
         );
         let target = net.height(0) + 2;
         net.wait_height(&[0, 1, 2, 3], target).await;
-        let roots = net.roots_at(&[0, 1, 2, 3], target);
-        assert!(
-            roots.iter().all(|r| *r == roots[0]),
-            "restarted validator disagrees on the state root"
-        );
+        net.assert_roots_agree(&[0, 1, 2, 3], target);
         assert_balances(&net, 3, 6);
     });
 }
@@ -218,11 +209,7 @@ fn restart_replays_deltas_after_an_epoch_change_snapshot() {
         );
         let target = net.height(0) + 2;
         net.wait_height(&[0, 1, 2, 3], target).await;
-        let roots = net.roots_at(&[0, 1, 2, 3], target);
-        assert!(
-            roots.iter().all(|r| *r == roots[0]),
-            "restarted validator disagrees on the state root"
-        );
+        net.assert_roots_agree(&[0, 1, 2, 3], target);
     });
 }
 
@@ -255,8 +242,7 @@ fn byzantine_conflicter_cannot_stop_honest_validators() {
         // And they keep finalizing: ten more blocks with the conflicter still voting.
         let h = (0..3).map(|i| net.height(i)).min().unwrap() + 10;
         net.wait_height(&[0, 1, 2], h).await;
-        let roots = net.roots_at(&[0, 1, 2], h);
-        assert!(roots.iter().all(|r| *r == roots[0]));
+        net.assert_roots_agree(&[0, 1, 2], h);
         for i in 0..3 {
             assert_balances(&net, i, 4);
         }

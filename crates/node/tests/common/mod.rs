@@ -218,6 +218,15 @@ impl Net {
     }
 
     /// The state roots the listed validators hold at `height` (all must have executed it).
+    /// Panics unless validators `which` executed `height` to the same state root.
+    pub fn assert_roots_agree(&self, which: &[usize], height: u64) {
+        let roots = self.roots_at(which, height);
+        assert!(
+            roots.iter().all(|r| *r == roots[0]),
+            "validators {which:?} disagree on the state root at height {height}"
+        );
+    }
+
     pub fn roots_at(&self, which: &[usize], height: u64) -> Vec<[u8; 32]> {
         which
             .iter()
