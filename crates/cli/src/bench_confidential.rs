@@ -8,9 +8,12 @@
 //! in-process) and greedy decoding, so they generate the same tokens with the same work. Each is
 //! timed from the caller's side: time to first token (TTFT) is from the call (the HTTP request) to the
 //! first piece of text (the first SSE content chunk); decode speed is `completion_tokens - 1` over the time
-//! from that first piece to the end of the answer (for the gateway: the last SSE event). Reported values are
-//! medians over every prompt and repetition, after one warm-up request per path (the worker was attested
-//! once before, as a gateway does). Timing never decides a test.
+//! from that first piece to the end of the answer (for the gateway: the last SSE event). The paths run in
+//! pairs (the same prompt on each, back to back); the reported ratio and added TTFT are medians over the
+//! pairs of each pair's ratio and difference, so that a machine whose speed drifts (a shared VM, other
+//! processes) compares like with like; the medians of each path are reported beside them. All after one
+//! warm-up request per path (the worker was attested once before, as a gateway does). Timing never decides a
+//! test.
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -59,7 +62,7 @@ pub struct ConfidentialBenchArgs {
     #[arg(long, default_value_t = 64)]
     pub max_tokens: u32,
     /// Times each prompt runs on each path.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub repetitions: usize,
     /// Times the model is loaded from the plain file and from the bundle.
     #[arg(long, default_value_t = 3)]
@@ -125,10 +128,15 @@ struct Settings {
 
 #[derive(Debug, Serialize)]
 struct DecodeReport {
+    /// Medians of each path's samples.
     direct: f64,
     via_gateway: f64,
-    /// Via the gateway divided by direct (1.0 = no cost).
+    /// Via the gateway divided by direct (1.0 = no cost): the median over pairs of each pair's ratio.
     ratio: f64,
+    /// The pairs' ratios at the first and third quartiles: how much the machine's noise spreads them.
+    ratio_quartiles: [f64; 2],
+    /// The two medians' ratio.
+    ratio_of_medians: f64,
     /// The fastest sample of each path (the least disturbed by other processes), and their ratio.
     direct_best: f64,
     via_gateway_best: f64,
@@ -139,10 +147,15 @@ struct DecodeReport {
 
 #[derive(Debug, Serialize)]
 struct TtftReport {
+    /// Medians of each path's samples.
     direct: f64,
     via_gateway: f64,
-    /// Via the gateway minus direct.
+    /// Via the gateway minus direct: the median over pairs of each pair's difference.
     added: f64,
+    /// The pairs' differences at the first and third quartiles.
+    added_quartiles: [f64; 2],
+    /// The two medians' difference.
+    added_of_medians: f64,
     /// The quickest sample of each path, and their difference.
     direct_best: f64,
     via_gateway_best: f64,
@@ -256,6 +269,17 @@ fn bench(args: &ConfidentialBenchArgs) -> anyhow::Result<Report> {
     let (best_rate_direct, best_rate_gateway) = (max(&rates(&direct)), max(&rates(&gateway)));
     let (ttft_direct, ttft_gateway) = (median(ttfts(&direct)), median(ttfts(&gateway)));
     let (best_ttft_direct, best_ttft_gateway) = (min(&ttfts(&direct)), min(&ttfts(&gateway)));
+    // Each direct sample and the gateway sample at the same index ran the same prompt back to back.
+    let pair_ratios: Vec<f64> = direct
+        .iter()
+        .zip(&gateway)
+        .filter_map(|(d, g)| Some(g.decode_rate()? / d.decode_rate()?))
+        .collect();
+    let pair_added: Vec<f64> = direct
+        .iter()
+        .zip(&gateway)
+        .map(|(d, g)| (g.ttft.as_secs_f64() - d.ttft.as_secs_f64()) * 1e3)
+        .collect();
     let (best_load_file, best_load_bundle) = (min(&load.file), min(&load.bundle));
     let (load_file, load_bundle) = (median(load.file), median(load.bundle));
     let (load_bundle_open, load_file_mapped) = (median(load.bundle_open), median(load.file_mapped));
@@ -279,7 +303,9 @@ fn bench(args: &ConfidentialBenchArgs) -> anyhow::Result<Report> {
         decode_tokens_per_s: DecodeReport {
             direct: round(rate_direct, 2),
             via_gateway: round(rate_gateway, 2),
-            ratio: round(rate_gateway / rate_direct, 4),
+            ratio: round(median(pair_ratios.clone()), 4),
+            ratio_quartiles: quartiles(&pair_ratios).map(|q| round(q, 4)),
+            ratio_of_medians: round(rate_gateway / rate_direct, 4),
             direct_best: round(best_rate_direct, 2),
             via_gateway_best: round(best_rate_gateway, 2),
             ratio_best: round(best_rate_gateway / best_rate_direct, 4),
@@ -289,7 +315,9 @@ fn bench(args: &ConfidentialBenchArgs) -> anyhow::Result<Report> {
         ttft_ms: TtftReport {
             direct: round(ttft_direct, 3),
             via_gateway: round(ttft_gateway, 3),
-            added: round(ttft_gateway - ttft_direct, 3),
+            added: round(median(pair_added.clone()), 3),
+            added_quartiles: quartiles(&pair_added).map(|q| round(q, 3)),
+            added_of_medians: round(ttft_gateway - ttft_direct, 3),
             direct_best: round(best_ttft_direct, 3),
             via_gateway_best: round(best_ttft_gateway, 3),
             added_best: round(best_ttft_gateway - best_ttft_direct, 3),
@@ -625,6 +653,14 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The first and third quartiles (medians of the lower and upper halves); zeros for none.
+fn quartiles(v: &[f64]) -> [f64; 2] {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    let half = v.len() / 2;
+    [median(v[..half].to_vec()), median(v[v.len() - half..].to_vec())]
+}
+
 /// The largest finite value; 0 for none.
 fn max(v: &[f64]) -> f64 {
     v.iter().copied().filter(|x| x.is_finite()).fold(0.0, f64::max)
@@ -665,10 +701,13 @@ fn print_text(r: &Report) -> anyhow::Result<()> {
     let d = &r.decode_tokens_per_s;
     writeln!(
         out,
-        "decode:  {:.2} tok/s direct, {:.2} tok/s via gateway → worker: ratio {:.4} (best {:.4}; goal ≥ {}: {})",
+        "decode:  {:.2} tok/s direct, {:.2} tok/s via gateway → worker: ratio {:.4} (pairs' quartiles {:.4}..{:.4}; \
+         best {:.4}; goal ≥ {}: {})",
         d.direct,
         d.via_gateway,
         d.ratio,
+        d.ratio_quartiles[0],
+        d.ratio_quartiles[1],
         d.ratio_best,
         d.goal_ratio_at_least,
         verdict(d.ratio >= d.goal_ratio_at_least)
@@ -676,10 +715,13 @@ fn print_text(r: &Report) -> anyhow::Result<()> {
     let t = &r.ttft_ms;
     writeln!(
         out,
-        "TTFT:    {:.2} ms direct, {:.2} ms via gateway → worker: {:+.2} ms (best {:+.2} ms; goal ≤ {} ms: {})",
+        "TTFT:    {:.2} ms direct, {:.2} ms via gateway → worker: {:+.2} ms (pairs' quartiles {:+.2}..{:+.2} ms; \
+         best {:+.2} ms; goal ≤ {} ms: {})",
         t.direct,
         t.via_gateway,
         t.added,
+        t.added_quartiles[0],
+        t.added_quartiles[1],
         t.added_best,
         t.goal_added_at_most,
         verdict(t.added <= t.goal_added_at_most)
@@ -744,6 +786,10 @@ mod tests {
             (1.0, 3.0)
         );
         assert_eq!((min(&[]), max(&[])), (0.0, 0.0));
+        assert_eq!(quartiles(&[]), [0.0, 0.0]);
+        assert_eq!(quartiles(&[5.0]), [0.0, 0.0]);
+        assert_eq!(quartiles(&[4.0, 1.0, 3.0, 2.0]), [1.5, 3.5]);
+        assert_eq!(quartiles(&[5.0, 1.0, 4.0, 2.0, 3.0, f64::NAN]), [1.5, 4.5]);
     }
 
     #[test]
