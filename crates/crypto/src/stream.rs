@@ -146,11 +146,24 @@ fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// header that announces 64 MiB chunks in front of a few bytes costs a few bytes, not 64 MiB.
 fn read_chunk(r: &mut impl Read, buf: &mut Vec<u8>, want: usize) -> io::Result<(bool, Option<u8>)> {
     let have = buf.len();
+    read_chunk_after(r, buf, have, want)
+}
+
+/// [`read_chunk`] into a buffer whose first `have` bytes are kept (a carried-over byte, or none) and whose
+/// other bytes, left from an earlier chunk, are overwritten rather than zeroed first.
+fn read_chunk_after(
+    r: &mut impl Read,
+    buf: &mut Vec<u8>,
+    have: usize,
+    want: usize,
+) -> io::Result<(bool, Option<u8>)> {
     if buf.capacity() >= want {
+        // Zeroes only bytes never written before: none, for a buffer that has held a whole chunk.
         buf.resize(want, 0);
         let n = fill(r, &mut buf[have..])?;
         buf.truncate(have + n);
     } else {
+        buf.truncate(have);
         r.by_ref().take((want - have) as u64).read_to_end(buf)?;
     }
     if buf.len() < want {
@@ -433,11 +446,17 @@ pub fn decrypt_parallel(
     let (pool_tx, pool_rx) = mpsc::channel::<Zeroizing<Vec<u8>>>();
     let (cc, stop, work_rx) = (&cc, &stop, &work_rx);
     std::thread::scope(|scope| {
+        // Named, for profiles and debuggers. Should one fail to start, those already started end as
+        // their channels close.
         let reader_done = done_tx.clone();
-        scope.spawn(move || read_chunks(input, want, buffers, &pool_rx, &work_tx, &reader_done, stop));
+        spawn_named(scope, "veil-stream-read", move || {
+            read_chunks(input, want, buffers, &pool_rx, &work_tx, &reader_done, stop)
+        })?;
         for _ in 0..threads {
             let done = done_tx.clone();
-            scope.spawn(move || open_chunks(cc, chunk_size, work_rx, &done, place, stop));
+            spawn_named(scope, "veil-stream-open", move || {
+                open_chunks(cc, chunk_size, work_rx, &done, place, stop)
+            })?;
         }
         drop(done_tx);
         let result = collect(done_rx, pool_tx, in_order);
@@ -445,6 +464,18 @@ pub fn decrypt_parallel(
         stop.store(true, Ordering::Relaxed);
         result
     })
+}
+
+fn spawn_named<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    name: &str,
+    f: impl FnOnce() + Send + 'scope,
+) -> Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn_scoped(scope, f)
+        .map(drop)
+        .map_err(|e| CryptoError::Stream(format!("cannot start a decrypting thread: {e}")))
 }
 
 /// The reader: splits `input` into chunks, deciding each one's final flag as [`decrypt`] does.
@@ -475,9 +506,20 @@ fn read_chunks(
                 Err(_) => return, // the calling thread has finished
             },
         };
-        buf.clear();
-        buf.extend(carry.take());
-        let (last, next) = match read_chunk(&mut input, &mut buf, want) {
+        // The buffer still holds its last chunk's plaintext (wiped when it is dropped): it is overwritten,
+        // not cleared and zeroed again.
+        let have = match carry.take() {
+            Some(byte) if buf.is_empty() => {
+                buf.push(byte);
+                1
+            }
+            Some(byte) => {
+                buf[0] = byte;
+                1
+            }
+            None => 0,
+        };
+        let (last, next) = match read_chunk_after(&mut input, &mut buf, have, want) {
             Ok(r) => r,
             Err(e) => {
                 let _ = done.send((index, Err(io_err("reading the ciphertext")(e))));
@@ -653,6 +695,19 @@ mod tests {
             let ct = encrypt_to_vec(&K, b"aad", CS, &pt).unwrap();
             assert_eq!(ct.len() as u64, ciphertext_len(n as u64, CS), "length for {n}");
             assert_eq!(both(&K, b"aad", &ct).unwrap(), pt, "round trip for {n}");
+        }
+    }
+
+    #[test]
+    fn reused_chunk_buffers_pass_on_no_stale_bytes() {
+        // Chunks above 64 KiB grow each buffer as ciphertext arrives before it is reused, and the
+        // reader overwrites a reused buffer's old bytes instead of zeroing them: the plaintext must
+        // still be exactly the stream's, at every length of the final chunk.
+        let cs = (64 << 10) + 7;
+        for n in [11 * cs as usize, 11 * cs as usize + 1, 11 * cs as usize + 5000] {
+            let pt = sample(n);
+            let ct = encrypt_to_vec(&K, b"", cs, &pt).unwrap();
+            assert_eq!(both(&K, b"", &ct).unwrap(), pt, "{n} bytes");
         }
     }
 
