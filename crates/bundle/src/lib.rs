@@ -281,20 +281,25 @@ fn decrypt_error(e: veil_crypto::CryptoError) -> BundleError {
     }
 }
 
-/// Passes the model's bytes on (hashing them) and keeps the SHA-256 that follows them.
+/// Passes the model's bytes on (hashing them, unless the model is hashed elsewhere) and keeps the SHA-256
+/// that follows them.
 struct OpenWriter<W> {
     inner: W,
     remaining: u64,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     trailer: Vec<u8>,
 }
 
 impl<W> OpenWriter<W> {
     fn new(inner: W, plaintext_len: u64) -> Self {
+        Self::with_hasher(inner, plaintext_len, Some(Sha256::new()))
+    }
+
+    fn with_hasher(inner: W, plaintext_len: u64, hasher: Option<Sha256>) -> Self {
         Self {
             inner,
             remaining: plaintext_len,
-            hasher: Sha256::new(),
+            hasher,
             trailer: Vec::with_capacity(DIGEST_LEN),
         }
     }
@@ -302,23 +307,39 @@ impl<W> OpenWriter<W> {
     /// Checks, once the stream authenticated to its end, that the model had the header's size and the
     /// SHA-256 sealed after it.
     fn finish(self, header: BundleHeader) -> Result<BundleInfo> {
+        match self.finish_sizes(header)? {
+            (Some(actual), sealed) => check_digest(header, actual, sealed),
+            (None, _) => Err(BundleError::Memory(
+                "internal: the model was not hashed while it was decrypted".into(),
+            )),
+        }
+    }
+
+    /// Checks, once the stream authenticated to its end, that the model had the header's size; returns
+    /// the model's SHA-256 if this writer computed it, and the one sealed after the model.
+    fn finish_sizes(self, header: BundleHeader) -> Result<(Option<[u8; 32]>, [u8; 32])> {
         let found = header.plaintext_len - self.remaining + self.trailer.len() as u64;
-        if self.remaining != 0 || self.trailer.len() != DIGEST_LEN {
-            return Err(BundleError::SizeMismatch {
+        let sealed = <[u8; DIGEST_LEN]>::try_from(&self.trailer[..])
+            .ok()
+            .filter(|_| self.remaining == 0)
+            .ok_or(BundleError::SizeMismatch {
                 expected: header.plaintext_len,
                 found: found.saturating_sub(DIGEST_LEN as u64),
-            });
-        }
-        let actual: [u8; 32] = self.hasher.finalize().into();
-        if actual[..] != self.trailer[..] {
-            return Err(BundleError::DigestMismatch);
-        }
-        tracing::debug!(format = %header.format, len = header.plaintext_len, "bundle opened");
-        Ok(BundleInfo {
-            header,
-            plaintext_sha256: actual,
-        })
+            })?;
+        Ok((self.hasher.map(|h| h.finalize().into()), sealed))
     }
+}
+
+/// The model's SHA-256 must be the one sealed after it.
+fn check_digest(header: BundleHeader, actual: [u8; 32], sealed: [u8; 32]) -> Result<BundleInfo> {
+    if actual != sealed {
+        return Err(BundleError::DigestMismatch);
+    }
+    tracing::debug!(format = %header.format, len = header.plaintext_len, "bundle opened");
+    Ok(BundleInfo {
+        header,
+        plaintext_sha256: actual,
+    })
 }
 
 impl<W: Write> Write for OpenWriter<W> {
@@ -328,7 +349,9 @@ impl<W: Write> Write for OpenWriter<W> {
             .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         if to_model > 0 {
             self.inner.write_all(&buf[..to_model])?;
-            self.hasher.update(&buf[..to_model]);
+            if let Some(hasher) = &mut self.hasher {
+                hasher.update(&buf[..to_model]);
+            }
             self.remaining -= to_model as u64;
         }
         let rest = &buf[to_model..];
@@ -351,24 +374,82 @@ impl<W: Write> Write for OpenWriter<W> {
 /// `ModelSource::Memory`, so the plaintext never touches a disk. The model is returned only if the whole
 /// bundle authenticated and its size and SHA-256 matched; otherwise the memory file is dropped.
 ///
-/// It checks exactly what [`open`] checks, faster: one thread reads the bundle, a worker per core
-/// authenticates and decrypts its chunks and writes each one's plaintext straight to its place in the
-/// memory file (sized up front), and the calling thread hashes the model in order as the chunks come
-/// ([`stream::decrypt_parallel`]). A few chunks are in flight at a time (memory: a few MiB).
+/// It checks exactly what [`open`] checks, faster: one thread reads the bundle, other threads authenticate
+/// and decrypt its chunks and write each one's plaintext straight to its place in the memory file (sized
+/// up front) ([`stream::decrypt_parallel`]), and the model's SHA-256 is computed on a thread of its own
+/// (see [`open_to_memfd_and`], which can load the model while that hash is being checked). A few chunks
+/// are in flight at a time (memory: a few MiB).
 ///
 /// When `bundle` is a blob store's reader (`BlobStore::get`, as for a worker), its content-address check
-/// (SHA-256 of the ciphertext) runs on the reading thread, overlapped with decryption and the model's
-/// hash. It is kept on purpose although it costs as much CPU as the model's hash: the AEAD under the
-/// data key and the SHA-256 sealed inside authenticate the model against anyone without the key, but
-/// the address is what the registry pins, and only the address check binds the loaded bytes to it
-/// against a key holder (a model's owner can seal any model under its data key, and may run the store
-/// the worker reads from). A bundle whose bytes do not match its address fails with the store's error,
-/// or the AEAD's for a changed chunk, whichever comes first; either way nothing is returned.
+/// (SHA-256 of the ciphertext) runs on the reading thread, overlapped with decryption. It is kept on
+/// purpose although it costs as much CPU as the model's hash: the AEAD under the data key and the SHA-256
+/// sealed inside authenticate the model against anyone without the key, but the address is what the
+/// registry pins, and only the address check binds the loaded bytes to it against a key holder (a model's
+/// owner can seal any model under its data key, and may run the store the worker reads from). A bundle
+/// whose bytes do not match its address fails with the store's error, or the AEAD's for a changed chunk,
+/// whichever comes first; either way nothing is returned.
 pub fn open_to_memfd(
-    mut bundle: impl Read + Send,
+    bundle: impl Read + Send,
     key: &DataKey,
     name: &str,
 ) -> Result<(InMemoryModel, BundleInfo)> {
+    open_to_memfd_and(bundle, key, name, |model| model)
+}
+
+/// Opens a bundle into memory as [`open_to_memfd`] does, hands the model to `load` as soon as every chunk
+/// has authenticated and the model has its header's size, and returns what `load` returned only if the
+/// model's SHA-256 also matched the one sealed with it. Otherwise what `load` returned is dropped (an
+/// engine is unloaded) and the error is [`BundleError::DigestMismatch`], as from [`open_to_memfd`]; a
+/// bundle refused before `load` runs gives the same error [`open_to_memfd`] gives.
+///
+/// So `load` may start while the SHA-256 is still being computed, and the caller can only ever use its
+/// result after the check passed. That is safe to overlap because `load` never sees a byte that someone
+/// without the data key chose: every chunk was authenticated (AEAD under the data key, which is sealed to
+/// the worker for this bundle's address only) before `load` runs. The SHA-256 sealed after the model binds
+/// the whole model as its owner sealed it; until it has matched, nothing loaded from it is served.
+///
+/// Where the SHA-256 runs depends on the cores: with four or more, on the calling thread over each chunk
+/// in order as it is decrypted, so the model is checked before `load` runs (reader, decrypting threads and
+/// hash each have a core; a core per decrypting thread); with fewer, over the finished memory file on a
+/// thread of its own while `load` runs on the calling thread (a model load is mostly one thread, which
+/// leaves a core to the hash; hashing while decrypting would take that core from the decryption that
+/// `load` waits for). Either way the same bundles are accepted and refused with the same errors.
+pub fn open_to_memfd_and<T>(
+    bundle: impl Read + Send,
+    key: &DataKey,
+    name: &str,
+    load: impl FnOnce(InMemoryModel) -> T,
+) -> Result<(T, BundleInfo)> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // With few cores the reading thread (which also checks the blob store's address) gets a core of its
+    // own and one thread decrypts: measured on 2 cores, a second decrypting thread made the open slower
+    // (contending for the cores with the reader, and with the other decrypting thread for the memory
+    // file, whose writes take its inode lock), not faster.
+    let (hash, decrypting_threads) = if cores >= 4 {
+        (HashModel::WhileDecrypting, cores)
+    } else {
+        (HashModel::WhileLoading, cores.saturating_sub(1).max(1))
+    };
+    open_to_memfd_with(bundle, key, name, decrypting_threads, hash, load)
+}
+
+/// When [`open_to_memfd_and`] computes the model's SHA-256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HashModel {
+    /// On the calling thread, each chunk in stream order as it is decrypted; checked before loading.
+    WhileDecrypting,
+    /// Over the finished memory file, on its own thread, while the model loads.
+    WhileLoading,
+}
+
+fn open_to_memfd_with<T>(
+    mut bundle: impl Read + Send,
+    key: &DataKey,
+    name: &str,
+    threads: usize,
+    hash: HashModel,
+    load: impl FnOnce(InMemoryModel) -> T,
+) -> Result<(T, BundleInfo)> {
     let (header, header_bytes, stream_header) = read_headers(&mut bundle)?;
     let model_len = header.plaintext_len;
     // Sparse until written: a header announcing a huge model costs nothing before its chunks authenticate.
@@ -384,8 +465,8 @@ pub fn open_to_memfd(
             .write_at(offset, &plaintext[..in_model])
             .map_err(io::Error::other)
     };
-    let mut sink = OpenWriter::new(io::sink(), model_len);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let hasher = (hash == HashModel::WhileDecrypting).then(Sha256::new);
+    let mut sink = OpenWriter::with_hasher(io::sink(), model_len, hasher);
     let mut input = (&stream_header[..]).chain(bundle);
     stream::decrypt_parallel(
         key.as_bytes(),
@@ -396,10 +477,60 @@ pub fn open_to_memfd(
         &mut |plaintext| sink.write_all(plaintext),
     )
     .map_err(decrypt_error)?;
-    let info = sink.finish(header)?;
+    let (computed, sealed) = sink.finish_sizes(header)?;
     let model = memory.finish().map_err(|e| BundleError::Memory(e.to_string()))?;
-    Ok((model, info))
+    if let Some(actual) = computed {
+        let info = check_digest(header, actual, sealed)?;
+        return Ok((load(model), info));
+    }
+    // A second descriptor of the same (sealed) memory file, for the hashing thread to read.
+    let file = std::fs::File::open(model.proc_path())
+        .map_err(|e| BundleError::Memory(format!("cannot reopen the model in memory to hash it: {e}")))?;
+    std::thread::scope(|scope| {
+        let hashing = std::thread::Builder::new()
+            .name("veil-bundle-sha256".into())
+            .spawn_scoped(scope, move || sha256_of(file, model_len))
+            .map_err(|e| BundleError::Memory(format!("cannot start the hashing thread: {e}")))?;
+        let loaded = load(model);
+        let actual = hashing
+            .join()
+            .map_err(|_| BundleError::Memory("the hashing thread panicked".into()))??;
+        // On a mismatch `loaded` is dropped here, before anyone could use it.
+        let info = check_digest(header, actual, sealed)?;
+        Ok((loaded, info))
+    })
 }
+
+/// The SHA-256 of the `len` bytes of `file` (a sealed memory file: its size cannot change).
+fn sha256_of(mut file: std::fs::File, len: u64) -> Result<[u8; 32]> {
+    let failed = |e: io::Error| BundleError::Memory(format!("cannot read the model back to hash it: {e}"));
+    let mut hasher = Sha256::new();
+    // The model is confidential: its bytes are wiped from the buffer when done.
+    let size = HASH_BUFFER
+        .min(usize::try_from(len).unwrap_or(HASH_BUFFER))
+        .max(1);
+    let mut buf = zeroize::Zeroizing::new(vec![0u8; size]);
+    let mut read = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(failed(e)),
+        };
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        read += n as u64;
+    }
+    if read != len {
+        return Err(failed(io::Error::other(format!("{read} bytes instead of {len}"))));
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// How much of the model [`sha256_of`] reads at a time.
+const HASH_BUFFER: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests;

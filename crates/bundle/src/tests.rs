@@ -259,19 +259,100 @@ fn bundles_from_a_blob_store_open() {
     assert!(open_to_memfd(store.get(&s.address).unwrap(), &key, "bad").is_err());
 }
 
+/// Every way `open_to_memfd_and` can run: hashing while decrypting or while loading, on 1 to 3 threads.
+const MEMFD_WAYS: [(HashModel, usize); 6] = [
+    (HashModel::WhileDecrypting, 1),
+    (HashModel::WhileDecrypting, 2),
+    (HashModel::WhileDecrypting, 3),
+    (HashModel::WhileLoading, 1),
+    (HashModel::WhileLoading, 2),
+    (HashModel::WhileLoading, 3),
+];
+
+/// Opens `b` into memory every way; `load` reads the memory file back. All ways must agree with `open`
+/// (same model, or same error), and `load` must run only on bundles whose every chunk authenticated.
+fn memfd_agrees_with_open(b: &[u8], key: &DataKey, what: &str) {
+    let plain = open_vec(b, key).map(|(m, _)| m);
+    for (hash, threads) in MEMFD_WAYS {
+        let loaded = std::cell::Cell::new(false);
+        let memory = open_to_memfd_with(b, key, "t", threads, hash, |mem| {
+            loaded.set(true);
+            std::fs::read(mem.proc_path()).unwrap()
+        })
+        .map(|(m, _)| m);
+        match (&plain, memory) {
+            (Ok(a), Ok(b)) => assert_eq!(*a, b, "{what} ({hash:?}, {threads} threads)"),
+            (Err(a), Err(b)) => {
+                assert_eq!(
+                    a.to_string(),
+                    b.to_string(),
+                    "{what} ({hash:?}, {threads} threads)"
+                );
+                // Only a model whose SHA-256 is checked while it loads is ever handed on, and only
+                // once it authenticated: then its SHA-256 is what failed.
+                if loaded.get() {
+                    assert_eq!(hash, HashModel::WhileLoading, "{what}");
+                    assert!(
+                        matches!(b, BundleError::DigestMismatch),
+                        "{what}: loaded, then {b}"
+                    );
+                }
+            }
+            (a, b) => panic!("{what} ({hash:?}, {threads} threads): open gave {a:?}, into memory {b:?}"),
+        }
+    }
+}
+
+/// A bundle sealed under `key` whose model is `m` but whose sealed SHA-256 is `digest`: what only a
+/// holder of the data key can make.
+fn seal_with_digest(m: &[u8], digest: [u8; 32], key: &DataKey) -> Vec<u8> {
+    let header = small_header(m.len() as u64).encode();
+    let mut plaintext = m.to_vec();
+    plaintext.extend_from_slice(&digest);
+    let mut out = header.clone();
+    stream::encrypt(key.as_bytes(), &header, CS, &plaintext[..], &mut out).unwrap();
+    out
+}
+
+#[test]
+fn a_sealed_digest_that_lies_is_refused_and_what_was_loaded_is_dropped() {
+    struct Engine<'a>(&'a std::cell::Cell<u32>);
+    impl Drop for Engine<'_> {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+    let key = DataKey::generate().unwrap();
+    let m = model(5 * CS as usize + 7);
+    let mut digest: [u8; 32] = Sha256::digest(&m).into();
+    // The honest digest opens: the crafting is right.
+    assert_eq!(open_vec(&seal_with_digest(&m, digest, &key), &key).unwrap().0, m);
+    digest[31] ^= 1;
+    let lying = seal_with_digest(&m, digest, &key);
+    assert!(matches!(open_vec(&lying, &key), Err(BundleError::DigestMismatch)));
+    assert!(matches!(
+        open_to_memfd(&lying[..], &key, "lying"),
+        Err(BundleError::DigestMismatch)
+    ));
+    for (hash, threads) in MEMFD_WAYS {
+        let (loads, drops) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+        let result = open_to_memfd_with(&lying[..], &key, "lying", threads, hash, |_| {
+            loads.set(loads.get() + 1);
+            Engine(&drops)
+        });
+        assert!(matches!(result, Err(BundleError::DigestMismatch)), "{hash:?}");
+        // Loaded while its SHA-256 was checked (or not loaded at all), and dropped unused.
+        assert_eq!(loads.get(), drops.get(), "{hash:?}");
+        assert_eq!(loads.get(), u32::from(hash == HashModel::WhileLoading));
+    }
+    memfd_agrees_with_open(&lying, &key, "a lying digest");
+}
+
 #[test]
 fn memfd_open_accepts_and_refuses_exactly_what_open_does() {
     let key = DataKey::generate().unwrap();
     let (b, _) = seal_vec(&model(300), &key);
-    let same = |t: &[u8], what: &str| {
-        let plain = open_vec(t, &key).map(|(m, _)| m);
-        let memory = open_to_memfd(t, &key, "t").map(|(mem, _)| std::fs::read(mem.proc_path()).unwrap());
-        match (plain, memory) {
-            (Ok(a), Ok(b)) => assert_eq!(a, b, "{what}"),
-            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{what}"),
-            (a, b) => panic!("{what}: open gave {a:?}, open_to_memfd {b:?}"),
-        }
-    };
+    let same = |t: &[u8], what: &str| memfd_agrees_with_open(t, &key, what);
     same(&b, "intact");
     // Every way the model and its digest can fall across chunks (CS = 64, the digest is 32 bytes).
     for n in [0, 1, 31, 32, 33, 63, 64, 65, 96, 97, 128, 129] {
