@@ -23,9 +23,10 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use veil_blobs::{BlobAddress, BlobStore};
-use veil_bundle::DataKey;
+use veil_bundle::{BundleInfo, DataKey};
 use veil_crypto::seal::{HpkePublicKey, HpkeSecretKey};
 use veil_crypto::sign::SigningKey;
 use veil_engine::{Engine, LlamaConfig, LlamaEngine, ModelSource};
@@ -68,6 +69,40 @@ impl Default for WorkerConfig {
             replay_capacity: 1 << 20,
         }
     }
+}
+
+/// A model decrypted from its bundle into memory and loaded, every check passed.
+#[derive(Debug)]
+pub struct LoadedBundle {
+    pub engine: LlamaEngine,
+    pub info: BundleInfo,
+    /// From the call until the model was in memory, authenticated, and the engine started loading it.
+    pub decrypted: Duration,
+}
+
+/// What a worker does with a bundle once it has its data key: decrypts it into a sealed memory file
+/// ([`veil_bundle::open_to_memfd_and`]) and loads the engine from it, the model's SHA-256 checked while
+/// the engine loads. The engine is returned only if the bundle passed every check (each chunk
+/// authenticated, size, the SHA-256 sealed with the model, and the blob store's address check when
+/// `bundle` is its reader); otherwise it is dropped and the bundle's error returned. `veil bench
+/// confidential` times this same function.
+pub fn load_bundle(
+    bundle: impl Read + Send,
+    key: &DataKey,
+    name: &str,
+    engine: &LlamaConfig,
+) -> Result<LoadedBundle> {
+    let started = Instant::now();
+    let mut decrypted = Duration::ZERO;
+    let (engine, info) = veil_bundle::open_to_memfd_and(bundle, key, name, |memory| {
+        decrypted = started.elapsed();
+        LlamaEngine::load(ModelSource::Memory(memory), engine.clone())
+    })?;
+    Ok(LoadedBundle {
+        engine: engine?,
+        info,
+        decrypted,
+    })
 }
 
 /// Where a worker finds encrypted model bundles.
@@ -241,18 +276,18 @@ impl Worker {
             }
         }
         let key: DataKey = veil_bundle::open_key(&self.state.enclave.hpke, bundle, sealed_key)?;
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let reader = self.state.bundles.open(bundle)?;
-        let (memory, info) = veil_bundle::open_to_memfd(reader, &key, model)?;
+        let loaded = load_bundle(reader, &key, model, &self.state.config.engine)?;
         drop(key);
-        let engine = LlamaEngine::load(ModelSource::Memory(memory), self.state.config.engine.clone())?;
         tracing::info!(
             bundle = %bundle,
-            bytes = info.header.plaintext_len,
+            bytes = loaded.info.header.plaintext_len,
             ms = started.elapsed().as_millis() as u64,
+            decrypted_ms = loaded.decrypted.as_millis() as u64,
             "model decrypted into memory and loaded"
         );
-        self.serve_engine(model, Arc::new(engine))
+        self.serve_engine(model, Arc::new(loaded.engine))
     }
 
     /// Serves `model` with an engine loaded elsewhere (tests, benchmarks); the model must be configured.

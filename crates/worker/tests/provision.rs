@@ -108,6 +108,44 @@ fn a_tampered_bundle_chunk_is_refused_before_loading() {
     assert!(matches!(err, WorkerError::Engine(_)), "{err}");
 }
 
+#[test]
+fn a_bundle_whose_sealed_digest_lies_is_refused_and_not_served() {
+    // Only a holder of the data key can make this: every chunk authenticates, but the SHA-256 sealed
+    // after the model is not the model's. The engine may start loading it (the SHA-256 is checked while
+    // it loads), but provisioning fails with the digest error and nothing is served.
+    let f = fixture();
+    let plain: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    let header = veil_bundle::BundleHeader {
+        format: veil_bundle::Format::Gguf,
+        plaintext_len: plain.len() as u64,
+        chunk_size: veil_bundle::DEFAULT_CHUNK_SIZE,
+    }
+    .encode();
+    let mut sealed = plain.clone();
+    sealed.extend_from_slice(&[0x5a; 32]);
+    let mut bundle = header.clone();
+    veil_crypto::stream::encrypt(
+        f.key.as_bytes(),
+        &header,
+        veil_bundle::DEFAULT_CHUNK_SIZE,
+        &sealed[..],
+        &mut bundle,
+    )
+    .unwrap();
+    f.bundles.0.lock().unwrap().insert(f.address, bundle);
+    let good = veil_bundle::seal_key(&f.worker.hpke_public_key(), &f.address, &f.key).unwrap();
+    let err = f.worker.provision("m", &f.address, &good).unwrap_err();
+    assert!(
+        matches!(err, WorkerError::Bundle(veil_bundle::BundleError::DigestMismatch)),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "bundle: bundle rejected: the decrypted model's SHA-256 does not match the one sealed with it"
+    );
+    assert!(f.worker.engine("m").is_none());
+}
+
 #[tokio::test]
 async fn provision_endpoint_answers_with_clear_statuses() {
     let f = fixture();
