@@ -65,13 +65,18 @@ fn bench_confidential_reports_every_measurement() {
     }
     // The added TTFT may be negative on a noisy machine; the medians' one must be their difference, and
     // with one pair the pairs' median is that pair's difference too.
-    let added = r["ttft_ms"]["added_of_medians"].as_f64().expect("ttft_ms.added_of_medians");
+    let added = r["ttft_ms"]["added_of_medians"]
+        .as_f64()
+        .expect("ttft_ms.added_of_medians");
     let diff = positive("/ttft_ms/via_gateway") - positive("/ttft_ms/direct");
     assert!((added - diff).abs() < 0.01, "{added} vs {diff}");
     let paired = r["ttft_ms"]["added"].as_f64().expect("ttft_ms.added");
     assert!((paired - diff).abs() < 0.01, "{paired} vs {diff}");
     let ratio = positive("/decode_tokens_per_s/via_gateway") / positive("/decode_tokens_per_s/direct");
-    for p in ["/decode_tokens_per_s/ratio", "/decode_tokens_per_s/ratio_of_medians"] {
+    for p in [
+        "/decode_tokens_per_s/ratio",
+        "/decode_tokens_per_s/ratio_of_medians",
+    ] {
         assert!((positive(p) - ratio).abs() < 0.001, "{p}: {r:#}");
     }
     assert!(
