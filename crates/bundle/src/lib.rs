@@ -23,7 +23,7 @@ use std::io::{self, Read, Write};
 use sha2::{Digest, Sha256};
 use veil_blobs::{BlobAddress, Hasher};
 use veil_crypto::stream;
-use veil_engine::{InMemoryModel, InMemoryModelWriter};
+use veil_engine::{InMemoryModel, InMemoryModelWriter, PendingModel};
 
 pub use error::{BundleError, Result};
 pub use header::{BundleHeader, Format, MAGIC, MAX_BODY_LEN, VERSION};
@@ -281,25 +281,20 @@ fn decrypt_error(e: veil_crypto::CryptoError) -> BundleError {
     }
 }
 
-/// Passes the model's bytes on (hashing them, unless the model is hashed elsewhere) and keeps the SHA-256
-/// that follows them.
+/// Passes the model's bytes on, hashing them, and keeps the SHA-256 that follows them.
 struct OpenWriter<W> {
     inner: W,
     remaining: u64,
-    hasher: Option<Sha256>,
+    hasher: Sha256,
     trailer: Vec<u8>,
 }
 
 impl<W> OpenWriter<W> {
     fn new(inner: W, plaintext_len: u64) -> Self {
-        Self::with_hasher(inner, plaintext_len, Some(Sha256::new()))
-    }
-
-    fn with_hasher(inner: W, plaintext_len: u64, hasher: Option<Sha256>) -> Self {
         Self {
             inner,
             remaining: plaintext_len,
-            hasher,
+            hasher: Sha256::new(),
             trailer: Vec::with_capacity(DIGEST_LEN),
         }
     }
@@ -307,17 +302,6 @@ impl<W> OpenWriter<W> {
     /// Checks, once the stream authenticated to its end, that the model had the header's size and the
     /// SHA-256 sealed after it.
     fn finish(self, header: BundleHeader) -> Result<BundleInfo> {
-        match self.finish_sizes(header)? {
-            (Some(actual), sealed) => check_digest(header, actual, sealed),
-            (None, _) => Err(BundleError::Memory(
-                "internal: the model was not hashed while it was decrypted".into(),
-            )),
-        }
-    }
-
-    /// Checks, once the stream authenticated to its end, that the model had the header's size; returns
-    /// the model's SHA-256 if this writer computed it, and the one sealed after the model.
-    fn finish_sizes(self, header: BundleHeader) -> Result<(Option<[u8; 32]>, [u8; 32])> {
         let found = header.plaintext_len - self.remaining + self.trailer.len() as u64;
         let sealed = <[u8; DIGEST_LEN]>::try_from(&self.trailer[..])
             .ok()
@@ -326,7 +310,7 @@ impl<W> OpenWriter<W> {
                 expected: header.plaintext_len,
                 found: found.saturating_sub(DIGEST_LEN as u64),
             })?;
-        Ok((self.hasher.map(|h| h.finalize().into()), sealed))
+        check_digest(header, self.hasher.finalize().into(), sealed)
     }
 }
 
@@ -349,9 +333,7 @@ impl<W: Write> Write for OpenWriter<W> {
             .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         if to_model > 0 {
             self.inner.write_all(&buf[..to_model])?;
-            if let Some(hasher) = &mut self.hasher {
-                hasher.update(&buf[..to_model]);
-            }
+            self.hasher.update(&buf[..to_model]);
             self.remaining -= to_model as u64;
         }
         let rest = &buf[to_model..];
@@ -376,9 +358,9 @@ impl<W: Write> Write for OpenWriter<W> {
 ///
 /// It checks exactly what [`open`] checks, faster: one thread reads the bundle, other threads authenticate
 /// and decrypt its chunks and write each one's plaintext straight to its place in the memory file (sized
-/// up front) ([`stream::decrypt_parallel`]), and the model's SHA-256 is computed on a thread of its own
-/// (see [`open_to_memfd_and`], which can load the model while that hash is being checked). A few chunks
-/// are in flight at a time (memory: a few MiB).
+/// up front) ([`stream::decrypt_parallel`]), and another computes the model's SHA-256 over the chunks in
+/// order. A few chunks are in flight at a time (memory: a few MiB). See [`open_to_memfd_and`], which also
+/// lets the engine start on the model's metadata while the rest is being decrypted.
 ///
 /// When `bundle` is a blob store's reader (`BlobStore::get`, as for a worker), its content-address check
 /// (SHA-256 of the ciphertext) runs on the reading thread, overlapped with decryption. It is kept on
@@ -393,53 +375,40 @@ pub fn open_to_memfd(
     key: &DataKey,
     name: &str,
 ) -> Result<(InMemoryModel, BundleInfo)> {
-    open_to_memfd_and(bundle, key, name, |model| model)
+    let (model, info) = open_to_memfd_and(bundle, key, name, PendingModel::into_model)?;
+    Ok((model.map_err(|e| BundleError::Memory(e.to_string()))?, info))
 }
 
-/// Opens a bundle into memory as [`open_to_memfd`] does, hands the model to `load` as soon as every chunk
-/// has authenticated and the model has its header's size, and returns what `load` returned only if the
-/// model's SHA-256 also matched the one sealed with it. Otherwise what `load` returned is dropped (an
-/// engine is unloaded) and the error is [`BundleError::DigestMismatch`], as from [`open_to_memfd`]; a
-/// bundle refused before `load` runs gives the same error [`open_to_memfd`] gives.
+/// Opens a bundle into memory as [`open_to_memfd`] does, and meanwhile runs `load` (on the calling
+/// thread) on the model as it arrives: a [`PendingModel`] that the engine loads with
+/// `ModelSource::Pending`. Returns what `load` returned only if the bundle passed every check; otherwise
+/// that is dropped (an engine is unloaded) and the error is the one [`open_to_memfd`] gives.
 ///
-/// So `load` may start while the SHA-256 is still being computed, and the caller can only ever use its
-/// result after the check passed. That is safe to overlap because `load` never sees a byte that someone
-/// without the data key chose: every chunk was authenticated (AEAD under the data key, which is sealed to
-/// the worker for this bundle's address only) before `load` runs. The SHA-256 sealed after the model binds
-/// the whole model as its owner sealed it; until it has matched, nothing loaded from it is served.
+/// What `load` can see, and when:
+/// - each byte once its chunk has authenticated (AEAD under the data key, which is sealed to the worker
+///   for this bundle's address only) and been written in stream order ([`PendingModel::wait_for`]): the
+///   engine parses the GGUF metadata (tokenizer, tensor layout) while the weights are still being
+///   decrypted, and nothing anyone without the data key chose ever reaches it;
+/// - the whole model only once every check has passed ([`PendingModel::wait_ready`]): every chunk
+///   authenticated to the stream's end, the model's size, the SHA-256 sealed with it, and the blob store's
+///   address check when `bundle` is its reader (the reader reports a mismatch at the end of the bundle,
+///   before the stream can end). The memory file is sealed (read-only for good) by then. The engine uses
+///   no weight before this, so a model that fails any check is never run.
 ///
-/// Where the SHA-256 runs depends on the cores: with four or more, on the calling thread over each chunk
-/// in order as it is decrypted, so the model is checked before `load` runs (reader, decrypting threads and
-/// hash each have a core; a core per decrypting thread); with fewer, over the finished memory file on a
-/// thread of its own while `load` runs on the calling thread (a model load is mostly one thread, which
-/// leaves a core to the hash; hashing while decrypting would take that core from the decryption that
-/// `load` waits for). Either way the same bundles are accepted and refused with the same errors.
+/// If a check fails, the pending model's waits return the error, so `load` ends instead of waiting.
 pub fn open_to_memfd_and<T>(
     bundle: impl Read + Send,
     key: &DataKey,
     name: &str,
-    load: impl FnOnce(InMemoryModel) -> T,
+    load: impl FnOnce(PendingModel) -> T,
 ) -> Result<(T, BundleInfo)> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // With few cores the reading thread (which also checks the blob store's address) gets a core of its
-    // own and one thread decrypts: measured on 2 cores, a second decrypting thread made the open slower
-    // (contending for the cores with the reader, and with the other decrypting thread for the memory
-    // file, whose writes take its inode lock), not faster.
-    let (hash, decrypting_threads) = if cores >= 4 {
-        (HashModel::WhileDecrypting, cores)
-    } else {
-        (HashModel::WhileLoading, cores.saturating_sub(1).max(1))
-    };
-    open_to_memfd_with(bundle, key, name, decrypting_threads, hash, load)
-}
-
-/// When [`open_to_memfd_and`] computes the model's SHA-256.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum HashModel {
-    /// On the calling thread, each chunk in stream order as it is decrypted; checked before loading.
-    WhileDecrypting,
-    /// Over the finished memory file, on its own thread, while the model loads.
-    WhileLoading,
+    // A core each for the reading thread (which also checks the blob store's address), the thread
+    // hashing the model in order, and the engine parsing the metadata; decryption gets the rest, at least
+    // one thread. Measured on 2 cores, a second decrypting thread made the open slower (contending for
+    // the cores, and with the other decrypting thread for the memory file, whose writes take its inode
+    // lock), not faster.
+    open_to_memfd_with(bundle, key, name, cores.saturating_sub(3).max(1), load)
 }
 
 fn open_to_memfd_with<T>(
@@ -447,13 +416,50 @@ fn open_to_memfd_with<T>(
     key: &DataKey,
     name: &str,
     threads: usize,
-    hash: HashModel,
-    load: impl FnOnce(InMemoryModel) -> T,
+    load: impl FnOnce(PendingModel) -> T,
 ) -> Result<(T, BundleInfo)> {
     let (header, header_bytes, stream_header) = read_headers(&mut bundle)?;
     let model_len = header.plaintext_len;
     // Sparse until written: a header announcing a huge model costs nothing before its chunks authenticate.
     let memory = InMemoryModelWriter::new(name, model_len).map_err(|e| BundleError::Memory(e.to_string()))?;
+    let (pending, release) = memory.pending().map_err(|e| BundleError::Memory(e.to_string()))?;
+    let input = (&stream_header[..]).chain(bundle);
+    let open = move || match decrypt_into(memory, input, key, &header, &header_bytes, threads) {
+        Ok((info, model)) => {
+            release
+                .ready(&model)
+                .map_err(|e| BundleError::Memory(e.to_string()))?;
+            Ok(info)
+        }
+        Err(e) => {
+            release.fail(e.to_string());
+            Err(e)
+        }
+    };
+    std::thread::scope(|scope| {
+        let opening = std::thread::Builder::new()
+            .name("veil-bundle-open".into())
+            .spawn_scoped(scope, open)
+            .map_err(|e| BundleError::Memory(format!("cannot start the decrypting thread: {e}")))?;
+        let loaded = load(pending);
+        // On any failure `loaded` is dropped here, and it never had the weights (they were not released).
+        let info = opening
+            .join()
+            .map_err(|_| BundleError::Memory("the decrypting thread panicked".into()))??;
+        Ok((loaded, info))
+    })
+}
+
+/// Decrypts the stream into `memory`, checks the model, and seals the memory file.
+fn decrypt_into(
+    memory: InMemoryModelWriter,
+    mut input: impl Read + Send,
+    key: &DataKey,
+    header: &BundleHeader,
+    header_bytes: &[u8],
+    threads: usize,
+) -> Result<(BundleInfo, InMemoryModel)> {
+    let model_len = header.plaintext_len;
     // The model's bytes go to the memory file; the digest sealed after them (and anything beyond, which
     // `OpenWriter` refuses) does not.
     let place = |offset: u64, plaintext: &[u8]| {
@@ -465,72 +471,25 @@ fn open_to_memfd_with<T>(
             .write_at(offset, &plaintext[..in_model])
             .map_err(io::Error::other)
     };
-    let hasher = (hash == HashModel::WhileDecrypting).then(Sha256::new);
-    let mut sink = OpenWriter::with_hasher(io::sink(), model_len, hasher);
-    let mut input = (&stream_header[..]).chain(bundle);
+    let mut sink = OpenWriter::new(io::sink(), model_len);
     stream::decrypt_parallel(
         key.as_bytes(),
-        &header_bytes,
+        header_bytes,
         &mut input,
         threads,
         &place,
-        &mut |plaintext| sink.write_all(plaintext),
+        &mut |plaintext| {
+            sink.write_all(plaintext)?;
+            // In stream order, after `place`: everything up to here is in the memory file.
+            memory.written_upto(model_len - sink.remaining);
+            Ok(())
+        },
     )
     .map_err(decrypt_error)?;
-    let (computed, sealed) = sink.finish_sizes(header)?;
+    let info = sink.finish(*header)?;
     let model = memory.finish().map_err(|e| BundleError::Memory(e.to_string()))?;
-    if let Some(actual) = computed {
-        let info = check_digest(header, actual, sealed)?;
-        return Ok((load(model), info));
-    }
-    // A second descriptor of the same (sealed) memory file, for the hashing thread to read.
-    let file = std::fs::File::open(model.proc_path())
-        .map_err(|e| BundleError::Memory(format!("cannot reopen the model in memory to hash it: {e}")))?;
-    std::thread::scope(|scope| {
-        let hashing = std::thread::Builder::new()
-            .name("veil-bundle-sha256".into())
-            .spawn_scoped(scope, move || sha256_of(file, model_len))
-            .map_err(|e| BundleError::Memory(format!("cannot start the hashing thread: {e}")))?;
-        let loaded = load(model);
-        let actual = hashing
-            .join()
-            .map_err(|_| BundleError::Memory("the hashing thread panicked".into()))??;
-        // On a mismatch `loaded` is dropped here, before anyone could use it.
-        let info = check_digest(header, actual, sealed)?;
-        Ok((loaded, info))
-    })
+    Ok((info, model))
 }
-
-/// The SHA-256 of the `len` bytes of `file` (a sealed memory file: its size cannot change).
-fn sha256_of(mut file: std::fs::File, len: u64) -> Result<[u8; 32]> {
-    let failed = |e: io::Error| BundleError::Memory(format!("cannot read the model back to hash it: {e}"));
-    let mut hasher = Sha256::new();
-    // The model is confidential: its bytes are wiped from the buffer when done.
-    let size = HASH_BUFFER
-        .min(usize::try_from(len).unwrap_or(HASH_BUFFER))
-        .max(1);
-    let mut buf = zeroize::Zeroizing::new(vec![0u8; size]);
-    let mut read = 0u64;
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(failed(e)),
-        };
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        read += n as u64;
-    }
-    if read != len {
-        return Err(failed(io::Error::other(format!("{read} bytes instead of {len}"))));
-    }
-    Ok(hasher.finalize().into())
-}
-
-/// How much of the model [`sha256_of`] reads at a time.
-const HASH_BUFFER: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests;

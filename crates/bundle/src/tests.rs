@@ -259,47 +259,32 @@ fn bundles_from_a_blob_store_open() {
     assert!(open_to_memfd(store.get(&s.address).unwrap(), &key, "bad").is_err());
 }
 
-/// Every way `open_to_memfd_and` can run: hashing while decrypting or while loading, on 1 to 3 threads.
-const MEMFD_WAYS: [(HashModel, usize); 6] = [
-    (HashModel::WhileDecrypting, 1),
-    (HashModel::WhileDecrypting, 2),
-    (HashModel::WhileDecrypting, 3),
-    (HashModel::WhileLoading, 1),
-    (HashModel::WhileLoading, 2),
-    (HashModel::WhileLoading, 3),
-];
-
-/// Opens `b` into memory every way; `load` reads the memory file back. All ways must agree with `open`
-/// (same model, or same error), and `load` must run only on bundles whose every chunk authenticated.
+/// Opens `b` into memory on 1 to 3 decrypting threads; `load` waits for the model and reads it back.
+/// Every way must agree with `open` (same model, or same error), and `load` must get the model only from
+/// a bundle that passed every check (otherwise its wait fails).
 fn memfd_agrees_with_open(b: &[u8], key: &DataKey, what: &str) {
     let plain = open_vec(b, key).map(|(m, _)| m);
-    for (hash, threads) in MEMFD_WAYS {
-        let loaded = std::cell::Cell::new(false);
-        let memory = open_to_memfd_with(b, key, "t", threads, hash, |mem| {
-            loaded.set(true);
-            std::fs::read(mem.proc_path()).unwrap()
-        })
-        .map(|(m, _)| m);
+    for threads in 1..=3 {
+        let memory = open_to_memfd_with(b, key, "t", threads, |pending| {
+            let model = pending.into_model()?;
+            Ok::<_, veil_engine::Error>(std::fs::read(model.proc_path()).unwrap())
+        });
         match (&plain, memory) {
-            (Ok(a), Ok(b)) => assert_eq!(*a, b, "{what} ({hash:?}, {threads} threads)"),
-            (Err(a), Err(b)) => {
-                assert_eq!(
-                    a.to_string(),
-                    b.to_string(),
-                    "{what} ({hash:?}, {threads} threads)"
-                );
-                // Only a model whose SHA-256 is checked while it loads is ever handed on, and only
-                // once it authenticated: then its SHA-256 is what failed.
-                if loaded.get() {
-                    assert_eq!(hash, HashModel::WhileLoading, "{what}");
-                    assert!(
-                        matches!(b, BundleError::DigestMismatch),
-                        "{what}: loaded, then {b}"
-                    );
-                }
-            }
-            (a, b) => panic!("{what} ({hash:?}, {threads} threads): open gave {a:?}, into memory {b:?}"),
+            (Ok(a), Ok((Ok(b), _))) => assert_eq!(*a, b, "{what} ({threads} threads)"),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{what} ({threads} threads)"),
+            (a, b) => panic!("{what} ({threads} threads): open gave {a:?}, into memory {b:?}"),
         }
+    }
+    // And what `load` saw of a refused bundle: never the model.
+    if plain.is_err() {
+        let seen = std::cell::Cell::new(None);
+        let result = open_to_memfd_with(b, key, "t", 1, |pending| seen.set(Some(pending.wait_ready())));
+        assert!(result.is_err(), "{what}");
+        // (A bundle refused at its header never reaches `load`.)
+        assert!(
+            !matches!(seen.take(), Some(Ok(()))),
+            "{what}: the model was released"
+        );
     }
 }
 
@@ -334,18 +319,73 @@ fn a_sealed_digest_that_lies_is_refused_and_what_was_loaded_is_dropped() {
         open_to_memfd(&lying[..], &key, "lying"),
         Err(BundleError::DigestMismatch)
     ));
-    for (hash, threads) in MEMFD_WAYS {
-        let (loads, drops) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
-        let result = open_to_memfd_with(&lying[..], &key, "lying", threads, hash, |_| {
-            loads.set(loads.get() + 1);
+    for threads in 1..=3 {
+        let drops = std::cell::Cell::new(0);
+        let result = open_to_memfd_with(&lying[..], &key, "lying", threads, |pending| {
+            // Every chunk authenticates; only the digest is wrong, and the model is never released.
+            let refused = pending.wait_ready().unwrap_err();
+            assert!(refused.contains("SHA-256"), "{refused}");
             Engine(&drops)
         });
-        assert!(matches!(result, Err(BundleError::DigestMismatch)), "{hash:?}");
-        // Loaded while its SHA-256 was checked (or not loaded at all), and dropped unused.
-        assert_eq!(loads.get(), drops.get(), "{hash:?}");
-        assert_eq!(loads.get(), u32::from(hash == HashModel::WhileLoading));
+        assert!(matches!(result, Err(BundleError::DigestMismatch)), "{threads}");
+        // What the load made was dropped unused.
+        assert_eq!(drops.get(), 1, "{threads}");
     }
     memfd_agrees_with_open(&lying, &key, "a lying digest");
+}
+
+/// The engine can start on a model's first bytes (its GGUF metadata) while the rest is still being read
+/// and decrypted: `load` gets them with the bundle not yet read to its end.
+#[test]
+fn the_model_s_first_bytes_reach_load_before_the_bundle_is_read() {
+    struct Held<'a> {
+        bundle: &'a [u8],
+        pos: usize,
+        /// Reading stops here until `go` says to go on.
+        hold_at: usize,
+        go: std::sync::mpsc::Receiver<()>,
+    }
+    impl Read for Held<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.pos == self.hold_at {
+                // A bound, so that a load that waits for the whole bundle fails instead of hanging.
+                self.go
+                    .recv_timeout(std::time::Duration::from_secs(30))
+                    .map_err(|_| io::Error::other("load never got the first bytes"))?;
+            }
+            let end = if self.pos < self.hold_at {
+                self.hold_at
+            } else {
+                self.bundle.len()
+            };
+            let n = buf.len().min(end - self.pos);
+            buf[..n].copy_from_slice(&self.bundle[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+    let key = DataKey::generate().unwrap();
+    let m = model(20 * CS as usize + 5);
+    let (b, _) = seal_vec(&m, &key);
+    let (go_tx, go) = std::sync::mpsc::channel();
+    // Three chunks' worth of ciphertext, then the reader waits.
+    let held = Held {
+        bundle: &b,
+        pos: 0,
+        hold_at: b.len() / 3,
+        go,
+    };
+    let (got, info) = open_to_memfd_with(held, &key, "held", 1, |pending| {
+        pending.wait_for(2 * u64::from(CS)).unwrap();
+        let first = std::fs::read(pending.proc_path()).unwrap();
+        go_tx.send(()).unwrap();
+        let model = pending.into_model().unwrap();
+        (first, std::fs::read(model.proc_path()).unwrap())
+    })
+    .unwrap();
+    assert_eq!(got.0[..2 * CS as usize], m[..2 * CS as usize]);
+    assert_eq!(got.1, m);
+    assert_eq!(info.plaintext_sha256, <[u8; 32]>::from(Sha256::digest(&m)));
 }
 
 #[test]

@@ -32,6 +32,9 @@ pub enum Error {
     #[error("cannot put the model in memory: {0}")]
     Memory(String),
 
+    #[error("the model being written into memory was not completed: {0}")]
+    ModelIncomplete(String),
+
     #[error("the llama.cpp backend failed to start: {0}")]
     Backend(String),
 

@@ -17,6 +17,9 @@ pub struct GgufHeader {
     pub architecture: Option<String>,
     /// `general.name`.
     pub name: Option<String>,
+    /// Where the tensor data starts: everything before it is metadata (key/values, tensor infos,
+    /// padding). llama.cpp reads only these bytes before it loads the weights.
+    pub data_start: u64,
     /// Bytes the file must have to hold every tensor's data.
     pub required_len: u64,
     pub file_len: u64,
@@ -273,6 +276,7 @@ pub fn read_header<R: Read + Seek>(file: R, file_len: u64) -> Result<GgufHeader,
         metadata_count,
         architecture,
         name,
+        data_start: if tensor_count == 0 { r.pos } else { data_start },
         required_len,
         file_len,
     })

@@ -21,7 +21,7 @@ use std::sync::{Arc, mpsc};
 
 pub use error::{Error, Result};
 pub use llama::{DEFAULT_N_BATCH, DEFAULT_N_CTX, LlamaConfig, LlamaEngine, Weights};
-pub use source::{InMemoryModel, InMemoryModelWriter, ModelSource};
+pub use source::{InMemoryModel, InMemoryModelWriter, ModelRelease, ModelSource, ModelWatch, PendingModel};
 pub use types::{
     ChatMessage, ChatRequest, Completion, FinishReason, ModelInfo, Role, SamplingParams, Timings, Usage,
 };

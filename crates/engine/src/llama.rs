@@ -168,11 +168,42 @@ impl LlamaEngine {
         let path = source.llama_path();
         let started = Instant::now();
         // Mapped by default: for an in-memory model the mapping shares the memfd's pages.
-        let params = LlamaModelParams::default().with_use_mmap(weights == Weights::Mapped);
-        let model = LlamaModel::load_from_file(backend, &path, &params).map_err(|e| Error::LoadFailed {
-            path: shown.clone(),
-            reason: format!("{e} (the file passed the header check, so its contents are likely damaged or of an unsupported variant)"),
+        let mut params = LlamaModelParams::default().with_use_mmap(weights == Weights::Mapped);
+        let mut release = None;
+        if let ModelSource::Pending(pending) = &source {
+            // llama.cpp has parsed the metadata (written by now) when it first reports progress, and
+            // not yet touched a weight: mapped or read, every weight is used only after this call.
+            // So the load waits here until the model is released, and stops if it never will be.
+            let watch = pending.watch();
+            let outcome = Arc::new(Mutex::new(None));
+            release = Some(Arc::clone(&outcome));
+            let mut released = false;
+            params = params.with_progress_callback(move |_| {
+                if !released {
+                    let result = watch.wait_ready();
+                    released = result.is_ok();
+                    *outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                }
+                released
+            });
+        }
+        let model = LlamaModel::load_from_file(backend, &path, &params).map_err(|e| {
+            let refused = release
+                .as_ref()
+                .and_then(|o| o.lock().unwrap_or_else(|p| p.into_inner()).clone())
+                .and_then(|result| result.err());
+            match refused {
+                Some(why) => Error::ModelIncomplete(why),
+                None => Error::LoadFailed {
+                    path: shown.clone(),
+                    reason: format!("{e} (the file passed the header check, so its contents are likely damaged or of an unsupported variant)"),
+                },
+            }
         })?;
+        // Every weight llama.cpp read passed through the release; a model without weights never asked.
+        if let ModelSource::Pending(pending) = &source {
+            pending.wait_ready().map_err(Error::ModelIncomplete)?;
+        }
         let model = Arc::new(model);
 
         let template = match &config.chat_template {

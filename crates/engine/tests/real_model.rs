@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use veil_engine::{
-    ChatMessage, ChatRequest, Completion, Engine, Error, FinishReason, InMemoryModel, LlamaConfig,
-    LlamaEngine, ModelSource, SamplingParams, StreamEvent, Weights,
+    ChatMessage, ChatRequest, Completion, Engine, Error, FinishReason, InMemoryModel, InMemoryModelWriter,
+    LlamaConfig, LlamaEngine, ModelSource, SamplingParams, StreamEvent, Weights,
 };
 
 fn model_path() -> PathBuf {
@@ -360,6 +360,75 @@ fn memfd_loading_gives_the_same_output_as_path_loading() {
             "{q}"
         );
     }
+}
+
+/// The worker's path since the engine starts early: llama.cpp parses the model's metadata while its
+/// weights are still being written, and uses the weights only once the model is released; the answers
+/// are the same as from the file. A model whose release fails is not loaded, and says why.
+#[test]
+fn a_pending_model_loads_its_metadata_first_and_its_weights_only_once_released() {
+    let bytes = std::fs::read(model_path()).unwrap();
+    let header = veil_engine::gguf::read_header(std::io::Cursor::new(&bytes), bytes.len() as u64).unwrap();
+    let metadata = header.data_start as usize;
+    assert!(metadata > 0 && metadata < bytes.len() / 10, "{metadata}");
+    let config = LlamaConfig {
+        slots: 1,
+        threads: Some(1),
+        n_ctx: Some(1024),
+        ..LlamaConfig::default()
+    };
+    let mapped = |name: &str| {
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains(&format!("memfd:veil-model:{name}")))
+    };
+    let wait_until_mapped = |name: &str| {
+        let started = std::time::Instant::now();
+        while !mapped(name) {
+            assert!(started.elapsed().as_secs() < 120, "llama.cpp never mapped {name}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    };
+
+    let writer = InMemoryModelWriter::new("early", bytes.len() as u64).unwrap();
+    let (pending, release) = writer.pending().unwrap();
+    writer.write_at(0, &bytes[..metadata]).unwrap();
+    writer.written_upto(metadata as u64);
+    std::thread::scope(|s| {
+        let loading = s.spawn(|| LlamaEngine::load(ModelSource::Pending(pending), config.clone()));
+        // llama.cpp maps the file once it has parsed the metadata (vocabulary, tensor layout), before
+        // it loads any weight: it got that far with only the metadata written, and then waits.
+        wait_until_mapped("early");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(!loading.is_finished(), "the load did not wait for the release");
+        writer.write_at(metadata as u64, &bytes[metadata..]).unwrap();
+        writer.written_upto(bytes.len() as u64);
+        let sealed = writer.finish().unwrap();
+        release.ready(&sealed).unwrap();
+        let early = loading.join().unwrap().unwrap();
+        assert_eq!(
+            ask(&early, FRANCE, greedy(24)).text,
+            ask(&*engine(), FRANCE, greedy(24)).text
+        );
+    });
+
+    let writer = InMemoryModelWriter::new("refused", bytes.len() as u64).unwrap();
+    let (pending, release) = writer.pending().unwrap();
+    writer.write_at(0, &bytes[..metadata]).unwrap();
+    writer.written_upto(metadata as u64);
+    std::thread::scope(|s| {
+        let loading = s.spawn(|| LlamaEngine::load(ModelSource::Pending(pending), config.clone()));
+        wait_until_mapped("refused");
+        release.fail("chunk 7 failed authentication");
+        let err = loading.join().unwrap().unwrap_err();
+        assert!(
+            matches!(&err, Error::ModelIncomplete(why) if why.contains("chunk 7")),
+            "{err}"
+        );
+    });
+    drop(writer);
+    assert!(!mapped("refused"), "a refused model is still mapped");
 }
 
 /// The benchmark's baseline: llama.cpp reads the weights into its own buffers instead of mapping the

@@ -76,16 +76,17 @@ impl Default for WorkerConfig {
 pub struct LoadedBundle {
     pub engine: LlamaEngine,
     pub info: BundleInfo,
-    /// From the call until the model was in memory, authenticated, and the engine started loading it.
+    /// From the call until the whole bundle was in memory and had passed every check (the engine was
+    /// parsing the model's metadata meanwhile, and used its weights only from then on).
     pub decrypted: Duration,
 }
 
 /// What a worker does with a bundle once it has its data key: decrypts it into a sealed memory file
-/// ([`veil_bundle::open_to_memfd_and`]) and loads the engine from it, the model's SHA-256 checked while
-/// the engine loads. The engine is returned only if the bundle passed every check (each chunk
-/// authenticated, size, the SHA-256 sealed with the model, and the blob store's address check when
-/// `bundle` is its reader); otherwise it is dropped and the bundle's error returned. `veil bench
-/// confidential` times this same function.
+/// ([`veil_bundle::open_to_memfd_and`]) while the engine starts loading it (parsing its metadata as it
+/// arrives; the weights only once every check passed). The engine is returned only if the bundle passed
+/// every check (each chunk authenticated, size, the SHA-256 sealed with the model, and the blob store's
+/// address check when `bundle` is its reader); otherwise it is dropped and the bundle's error returned.
+/// `veil bench confidential` times this same function.
 pub fn load_bundle(
     bundle: impl Read + Send,
     key: &DataKey,
@@ -93,15 +94,16 @@ pub fn load_bundle(
     engine: &LlamaConfig,
 ) -> Result<LoadedBundle> {
     let started = Instant::now();
-    let mut decrypted = Duration::ZERO;
-    let (engine, info) = veil_bundle::open_to_memfd_and(bundle, key, name, |memory| {
-        decrypted = started.elapsed();
-        LlamaEngine::load(ModelSource::Memory(memory), engine.clone())
+    let mut watch = None;
+    let (engine, info) = veil_bundle::open_to_memfd_and(bundle, key, name, |pending| {
+        watch = Some(pending.watch());
+        LlamaEngine::load(ModelSource::Pending(pending), engine.clone())
     })?;
+    let released = watch.and_then(|w| w.ready_at());
     Ok(LoadedBundle {
         engine: engine?,
         info,
-        decrypted,
+        decrypted: released.map_or(Duration::ZERO, |at| at.saturating_duration_since(started)),
     })
 }
 
