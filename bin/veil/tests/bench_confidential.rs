@@ -51,6 +51,7 @@ fn bench_confidential_reports_every_measurement() {
         "/load_seconds/plain_file",
         "/load_seconds/bundle",
         "/load_seconds/ratio",
+        "/load_seconds/ratio_of_medians",
         "/load_seconds/plain_file_best",
         "/load_seconds/bundle_best",
         "/load_seconds/ratio_best",
@@ -85,6 +86,15 @@ fn bench_confidential_reports_every_measurement() {
             .is_some_and(|c| c.contains("no mmap"))
     );
     assert!(positive("/load_seconds/bundle_open") < positive("/load_seconds/bundle"));
+    // One load of each kind: the pairs' median, the medians' ratio and the quartiles are that pair's ratio.
+    let load_ratio = positive("/load_seconds/bundle") / positive("/load_seconds/plain_file");
+    for p in ["/load_seconds/ratio", "/load_seconds/ratio_of_medians"] {
+        assert!((positive(p) - load_ratio).abs() < 0.01, "{p}: {r:#}");
+    }
+    assert_eq!(
+        r["load_seconds"]["ratio_quartiles"].as_array().map(Vec::len),
+        Some(2)
+    );
     assert_eq!(r["settings"]["engine_threads"], 2);
     assert_eq!(r["settings"]["max_tokens"], 4);
     assert_eq!(r["settings"]["prompts"], 1);
