@@ -261,18 +261,6 @@ pub struct PendingModel {
 }
 
 impl PendingModel {
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The path through which llama.cpp opens it: `/proc/self/fd/N` (a read-only descriptor).
     pub fn proc_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.memfd.as_file().as_raw_fd()))
@@ -575,7 +563,6 @@ mod tests {
         let w = InMemoryModelWriter::new("p", len).unwrap();
         let (pending, release) = w.pending().unwrap();
         let watch = pending.watch();
-        assert_eq!((pending.len(), pending.name()), (len, "p"));
         std::thread::scope(|s| {
             // The header check waits for the whole header (it arrives in pieces, last piece first).
             let checking = s.spawn(|| {

@@ -383,6 +383,14 @@ fn a_pending_model_loads_its_metadata_first_and_its_weights_only_once_released()
             .lines()
             .any(|l| l.contains(&format!("memfd:veil-model:{name}")))
     };
+    // A model in memory of which only the metadata is written so far.
+    let metadata_only = |name: &str| {
+        let writer = InMemoryModelWriter::new(name, bytes.len() as u64).unwrap();
+        let (pending, release) = writer.pending().unwrap();
+        writer.write_at(0, &bytes[..metadata]).unwrap();
+        writer.written_upto(metadata as u64);
+        (writer, pending, release)
+    };
     let wait_until_mapped = |name: &str| {
         let started = std::time::Instant::now();
         while !mapped(name) {
@@ -391,10 +399,7 @@ fn a_pending_model_loads_its_metadata_first_and_its_weights_only_once_released()
         }
     };
 
-    let writer = InMemoryModelWriter::new("early", bytes.len() as u64).unwrap();
-    let (pending, release) = writer.pending().unwrap();
-    writer.write_at(0, &bytes[..metadata]).unwrap();
-    writer.written_upto(metadata as u64);
+    let (writer, pending, release) = metadata_only("early");
     std::thread::scope(|s| {
         let loading = s.spawn(|| LlamaEngine::load(ModelSource::Pending(pending), config.clone()));
         // llama.cpp maps the file once it has parsed the metadata (vocabulary, tensor layout), before
@@ -413,10 +418,7 @@ fn a_pending_model_loads_its_metadata_first_and_its_weights_only_once_released()
         );
     });
 
-    let writer = InMemoryModelWriter::new("refused", bytes.len() as u64).unwrap();
-    let (pending, release) = writer.pending().unwrap();
-    writer.write_at(0, &bytes[..metadata]).unwrap();
-    writer.written_upto(metadata as u64);
+    let (writer, pending, release) = metadata_only("refused");
     std::thread::scope(|s| {
         let loading = s.spawn(|| LlamaEngine::load(ModelSource::Pending(pending), config.clone()));
         wait_until_mapped("refused");
