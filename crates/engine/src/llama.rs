@@ -24,7 +24,7 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{ApplyChatTemplateError, ChatTemplateError, LogOptions, send_logs_to_tracing};
 
 use crate::error::{Error, Result};
-use crate::source::ModelSource;
+use crate::source::{ModelSource, ModelWatch};
 use crate::text::{StopMatcher, StopScan, Utf8Assembler};
 use crate::types::{
     ChatMessage, ChatRequest, Completion, FinishReason, ModelInfo, SamplingParams, Timings, Usage,
@@ -169,30 +169,22 @@ impl LlamaEngine {
         let started = Instant::now();
         // Mapped by default: for an in-memory model the mapping shares the memfd's pages.
         let mut params = LlamaModelParams::default().with_use_mmap(weights == Weights::Mapped);
-        let mut release = None;
-        if let ModelSource::Pending(pending) = &source {
+        let watch = match &source {
+            ModelSource::Pending(pending) => Some(pending.watch()),
+            _ => None,
+        };
+        if let Some(watch) = watch.clone() {
             // llama.cpp has parsed the metadata (written by now) when it first reports progress, and
             // not yet touched a weight: mapped or read, every weight is used only after this call.
             // So the load waits here until the model is released, and stops if it never will be.
-            let watch = pending.watch();
-            let outcome = Arc::new(Mutex::new(None));
-            release = Some(Arc::clone(&outcome));
             let mut released = false;
             params = params.with_progress_callback(move |_| {
-                if !released {
-                    let result = watch.wait_ready();
-                    released = result.is_ok();
-                    *outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
-                }
+                released = released || watch.wait_ready().is_ok();
                 released
             });
         }
         let model = LlamaModel::load_from_file(backend, &path, &params).map_err(|e| {
-            let refused = release
-                .as_ref()
-                .and_then(|o| o.lock().unwrap_or_else(|p| p.into_inner()).clone())
-                .and_then(|result| result.err());
-            match refused {
+            match watch.as_ref().and_then(ModelWatch::failure) {
                 Some(why) => Error::ModelIncomplete(why),
                 None => Error::LoadFailed {
                     path: shown.clone(),

@@ -316,6 +316,14 @@ impl ModelWatch {
             _ => None,
         }
     }
+
+    /// Why the model will never be complete, if that is already known.
+    pub fn failure(&self) -> Option<String> {
+        match &*self.0.fill.lock().unwrap_or_else(|p| p.into_inner()) {
+            Fill::Failed(why) => Some(why.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// Reads a [`PendingModel`], waiting for each range to be written first.
