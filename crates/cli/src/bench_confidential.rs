@@ -664,10 +664,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// The first and third quartiles (medians of the lower and upper halves); zeros for none.
+/// The first and third quartiles (medians of the lower and upper halves); a single value is both; zeros
+/// for none.
 fn quartiles(v: &[f64]) -> [f64; 2] {
     let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     v.sort_by(f64::total_cmp);
+    if v.len() == 1 {
+        // One sample is its own spread (its halves would be empty).
+        return [v[0], v[0]];
+    }
     let half = v.len() / 2;
     [median(v[..half].to_vec()), median(v[v.len() - half..].to_vec())]
 }
@@ -800,7 +805,7 @@ mod tests {
         );
         assert_eq!((min(&[]), max(&[])), (0.0, 0.0));
         assert_eq!(quartiles(&[]), [0.0, 0.0]);
-        assert_eq!(quartiles(&[5.0]), [0.0, 0.0]);
+        assert_eq!(quartiles(&[5.0]), [5.0, 5.0]);
         assert_eq!(quartiles(&[4.0, 1.0, 3.0, 2.0]), [1.5, 3.5]);
         assert_eq!(quartiles(&[5.0, 1.0, 4.0, 2.0, 3.0, f64::NAN]), [1.5, 4.5]);
     }
