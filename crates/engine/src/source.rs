@@ -26,6 +26,11 @@ pub struct InMemoryModel {
     name: String,
 }
 
+/// `/proc/self/fd/N` of an open file: how llama.cpp (which takes a path) opens a memory file.
+fn fd_path(file: &File) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
 fn create_memfd(name: &str) -> Result<memfd::Memfd> {
     MemfdOptions::default()
         .allow_sealing(true)
@@ -73,7 +78,7 @@ impl InMemoryModel {
 
     /// The path through which llama.cpp opens it: `/proc/self/fd/N`.
     pub fn proc_path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/self/fd/{}", self.memfd.as_file().as_raw_fd()))
+        fd_path(self.memfd.as_file())
     }
 
     pub fn len(&self) -> u64 {
@@ -157,15 +162,16 @@ impl InMemoryModelWriter {
     /// and the [`ModelRelease`] that lets it use the weights once they are complete and checked.
     pub fn pending(&self) -> Result<(PendingModel, ModelRelease)> {
         // A descriptor of its own, read-only, with its own file position.
-        let proc = PathBuf::from(format!("/proc/self/fd/{}", self.memfd.as_file().as_raw_fd()));
-        let file = File::open(&proc)
+        let file = File::open(fd_path(self.memfd.as_file()))
             .map_err(|e| Error::Memory(format!("cannot open the memory file for the engine: {e}")))?;
         let memfd = memfd::Memfd::try_from_file(file)
             .map_err(|_| Error::Memory("the engine's descriptor is not a memory file".into()))?;
         let pending = PendingModel {
-            memfd,
-            len: self.len,
-            name: self.name.clone(),
+            model: InMemoryModel {
+                memfd,
+                len: self.len,
+                name: self.name.clone(),
+            },
             progress: Arc::clone(&self.progress),
         };
         let release = ModelRelease {
@@ -254,22 +260,21 @@ impl Progress {
 /// chunk), as the engine parses it before then. If the release fails, the load fails.
 #[derive(Debug)]
 pub struct PendingModel {
-    memfd: memfd::Memfd,
-    len: u64,
-    name: String,
+    /// Its own read-only descriptor of the memory file, sealed by the time the model is released.
+    model: InMemoryModel,
     progress: Arc<Progress>,
 }
 
 impl PendingModel {
     /// The path through which llama.cpp opens it: `/proc/self/fd/N` (a read-only descriptor).
     pub fn proc_path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/self/fd/{}", self.memfd.as_file().as_raw_fd()))
+        self.model.proc_path()
     }
 
     /// Waits until the first `upto` bytes are written (or the model is ready); the error says why the
     /// model will never be complete.
     pub fn wait_for(&self, upto: u64) -> std::result::Result<(), String> {
-        self.progress.wait(Some(upto.min(self.len))).map(drop)
+        self.progress.wait(Some(upto.min(self.model.len))).map(drop)
     }
 
     /// Waits until the model is released: complete, sealed and checked.
@@ -285,11 +290,7 @@ impl PendingModel {
     /// Waits until the model is released, then gives it as a sealed [`InMemoryModel`].
     pub fn into_model(self) -> Result<InMemoryModel> {
         self.wait_ready().map_err(Error::ModelIncomplete)?;
-        Ok(InMemoryModel {
-            memfd: self.memfd,
-            len: self.len,
-            name: self.name,
-        })
+        Ok(self.model)
     }
 
     /// Reads the GGUF header as its bytes arrive.
@@ -335,7 +336,7 @@ struct Arriving<'a> {
 impl Read for Arriving<'_> {
     /// Reads what is already written from the position on, waiting only until at least one byte is.
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let len = self.model.len;
+        let len = self.model.model.len;
         if buf.is_empty() || self.pos >= len {
             return Ok(0);
         }
@@ -347,7 +348,7 @@ impl Read for Arriving<'_> {
         let want = buf
             .len()
             .min(usize::try_from(written.min(len) - self.pos).unwrap_or(usize::MAX));
-        let n = self.model.memfd.as_file().read_at(&mut buf[..want], self.pos)?;
+        let n = self.model.model.file().read_at(&mut buf[..want], self.pos)?;
         self.pos += n as u64;
         Ok(n)
     }
@@ -357,7 +358,7 @@ impl Seek for Arriving<'_> {
     fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
         let target = match to {
             SeekFrom::Start(n) => Some(n),
-            SeekFrom::End(d) => self.model.len.checked_add_signed(d),
+            SeekFrom::End(d) => self.model.model.len.checked_add_signed(d),
             SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
         self.pos = target
@@ -435,8 +436,9 @@ impl ModelSource {
     pub(crate) fn display_path(&self) -> PathBuf {
         match self {
             ModelSource::Path(p) => p.clone(),
-            ModelSource::Memory(m) => PathBuf::from(format!("<in-memory model {}>", m.name)),
-            ModelSource::Pending(m) => PathBuf::from(format!("<in-memory model {}>", m.name)),
+            ModelSource::Memory(m) | ModelSource::Pending(PendingModel { model: m, .. }) => {
+                PathBuf::from(format!("<in-memory model {}>", m.name))
+            }
         }
     }
 
@@ -458,7 +460,7 @@ impl ModelSource {
             }
             ModelSource::Memory(m) => gguf::read_header(m.file(), m.len),
             ModelSource::Pending(m) => {
-                let header = gguf::read_header(m.arriving(), m.len);
+                let header = gguf::read_header(m.arriving(), m.model.len);
                 // A model that will never be complete says why, not that its header looked cut short.
                 if let Err(why) = m.wait_for(header.as_ref().map_or(0, |h| h.data_start)) {
                     return Err(Error::ModelIncomplete(why));
@@ -642,7 +644,7 @@ mod tests {
         assert!(release.ready(&other).is_err());
         assert!(pending.wait_ready().is_err());
         // The engine's descriptor cannot write the model, even before it is sealed.
-        assert!(pending.memfd.as_file().write_all(b"x").is_err());
+        assert!(pending.model.file().write_all(b"x").is_err());
         assert!(w.write_at(0, b"GGUF").is_ok());
     }
 
