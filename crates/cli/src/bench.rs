@@ -144,10 +144,11 @@ fn gb_per_s(bytes: usize, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64() / 1e9
 }
 
-/// Throughput of Veil's streaming AEAD (1 MiB chunks, one core) against the bare ChaCha20-Poly1305 it is
-/// built on, over the same bytes: the ratio is the cost of chunking, nonces and streaming I/O.
+/// Throughput of Veil's streaming AEAD (1 MiB chunks, one core) against the bare AES-256-GCM it is built
+/// on (AWS-LC's, as the stream uses), over the same bytes: the ratio is the cost of chunking, nonces, key
+/// derivation and streaming I/O.
 fn bench_stream(mib: usize) -> anyhow::Result<serde_json::Value> {
-    use chacha20poly1305::aead::{AeadInOut, KeyInit};
+    use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
     use veil_crypto::stream;
 
     let len = mib.max(1) << 20;
@@ -166,15 +167,17 @@ fn bench_stream(mib: usize) -> anyhow::Result<serde_json::Value> {
         Ok(())
     })?;
 
-    let cipher = chacha20poly1305::ChaCha20Poly1305::new((&key).into());
+    let cipher =
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).map_err(|_| anyhow::anyhow!("AES key"))?);
     let mut buf = plaintext.clone();
     let raw = best_of(3, || {
         for (i, c) in buf.chunks_mut(chunk as usize).enumerate() {
             let mut n = [0u8; 12];
             n[..8].copy_from_slice(&(i as u64).to_be_bytes());
-            cipher
-                .encrypt_inout_detached(&n.into(), b"bench", c.into())
+            let tag = cipher
+                .seal_in_place_separate_tag(Nonce::assume_unique_for_key(n), Aad::from(b"bench"), c)
                 .map_err(|_| anyhow::anyhow!("raw AEAD failed"))?;
+            let _ = std::hint::black_box(tag);
         }
         Ok(())
     })?;
@@ -185,7 +188,7 @@ fn bench_stream(mib: usize) -> anyhow::Result<serde_json::Value> {
         "chunk_bytes": chunk,
         "encrypt_gb_per_s": round3(enc_gbs),
         "decrypt_gb_per_s": round3(dec_gbs),
-        "baseline_raw_chacha20poly1305_gb_per_s": round3(raw_gbs),
+        "baseline_raw_aes256gcm_gb_per_s": round3(raw_gbs),
         "encrypt_vs_raw_ratio": round3(enc_gbs / raw_gbs),
         "decrypt_vs_raw_ratio": round3(dec_gbs / raw_gbs),
         "goal_gb_per_s": 1.0,

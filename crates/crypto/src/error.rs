@@ -6,7 +6,7 @@ use thiserror::Error;
 pub enum CryptoError {
     #[error("malformed {what}: {why}")]
     Malformed { what: &'static str, why: String },
-    #[error("unsupported {what} version {found} (this build understands version {supported})")]
+    #[error("unsupported {what} version {found} (this build understands versions up to {supported})")]
     UnsupportedVersion {
         what: &'static str,
         found: u8,

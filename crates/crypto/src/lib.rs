@@ -1,8 +1,8 @@
 //! Veil's cryptography: HPKE sealing, Ed25519 identities, streaming AEAD, KDF and size padding.
 //!
-//! Every primitive comes from a well-kept crate (`hpke`, AWS-LC for opening HPKE messages and stream
-//! chunks, `ed25519-dalek`, `chacha20poly1305`, `hkdf`, `sha2`); this crate only composes them with Veil's domain tags and versioned, length-prefixed
-//! encodings. Every hash, KDF and signature input starts with a `"veil/v1/<purpose>"` tag.
+//! Every primitive comes from a well-kept crate (`hpke`, AWS-LC for opening HPKE messages and for the
+//! stream's chunks, `ed25519-dalek`, `chacha20poly1305`, `hkdf`, `sha2`); this crate only composes them with
+//! Veil's domain tags and versioned, length-prefixed encodings. Every hash, KDF and signature input starts with a `"veil/v1/<purpose>"` tag.
 #![deny(unsafe_code)]
 
 pub mod aead;
