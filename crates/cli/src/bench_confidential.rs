@@ -197,6 +197,11 @@ struct LoadReport {
     bundle_open: f64,
     /// Informational: `LlamaEngine::load_file`, the GGUF mapped from the page cache (nothing copied).
     plain_file_mapped: f64,
+    /// The process's CPU time (user + system, all threads, from `/proc/self/stat` in 10 ms ticks) during
+    /// each load, median: what the load costs the cores. When a load's threads outnumber the cores, this
+    /// over the core count bounds its time from below. `null` where `/proc` cannot be read.
+    plain_file_cpu: Option<f64>,
+    bundle_cpu: Option<f64>,
     samples: usize,
 }
 
@@ -292,6 +297,8 @@ fn bench(args: &ConfidentialBenchArgs) -> anyhow::Result<Report> {
     let (best_load_file, best_load_bundle) = (min(&load.file), min(&load.bundle));
     let (load_file, load_bundle) = (median(load.file), median(load.bundle));
     let (load_bundle_open, load_file_mapped) = (median(load.bundle_open), median(load.file_mapped));
+    let cpu = |v: Option<Vec<f64>>| v.map(|v| round(median(v), 3));
+    let (load_file_cpu, load_bundle_cpu) = (cpu(load.file_cpu), cpu(load.bundle_cpu));
     Ok(Report {
         model: args.model.clone(),
         model_path: path.display().to_string(),
@@ -347,6 +354,8 @@ fn bench(args: &ConfidentialBenchArgs) -> anyhow::Result<Report> {
             goal_ratio_at_most: GOAL_LOAD_RATIO,
             bundle_open: round(load_bundle_open, 4),
             plain_file_mapped: round(load_file_mapped, 4),
+            plain_file_cpu: load_file_cpu,
+            bundle_cpu: load_bundle_cpu,
             samples: args.load_repetitions,
         },
         completion_tokens: counts,
@@ -362,6 +371,10 @@ struct Loads {
     bundle_open: Vec<f64>,
     /// The plain file, mapped (`Weights::Mapped`).
     file_mapped: Vec<f64>,
+    /// The process's CPU seconds during each plain (weights read) and bundle load; `None` if `/proc`
+    /// could not be read.
+    file_cpu: Option<Vec<f64>>,
+    bundle_cpu: Option<Vec<f64>>,
 }
 
 #[derive(Debug, Default)]
@@ -627,17 +640,32 @@ fn load_times(
     // The worker's own bundle source and load path (`veil_worker::load_bundle`).
     let store = veil_worker::BlobBundles(Arc::new(veil_blobs::LocalStore::open(state_dir.join("blobs"))?));
     let key = veil_bundle::DataKey::read_file(&state_dir.join("bundles").join(format!("{name}.key")))?;
-    let mut loads = Loads::default();
+    let mut loads = Loads {
+        file_cpu: Some(Vec::new()),
+        bundle_cpu: Some(Vec::new()),
+        ..Loads::default()
+    };
+    // CPU time spent from `since` to now, kept in `into` (or all of them dropped, if `/proc` fails).
+    let spent = |since: Option<f64>, into: &mut Option<Vec<f64>>| match (since, process_cpu_seconds()) {
+        (Some(a), Some(b)) => {
+            if let Some(v) = into {
+                v.push(b - a)
+            }
+        }
+        _ => *into = None,
+    };
     for _ in 0..reps {
         let source = ModelSource::Path(path.to_owned());
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), process_cpu_seconds());
         let engine = LlamaEngine::load_with(source, config.clone(), Weights::Read)?;
         loads.file.push(started.elapsed().as_secs_f64());
+        spent(cpu, &mut loads.file_cpu);
         drop(engine);
 
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), process_cpu_seconds());
         let loaded = veil_worker::load_bundle(store.open(&bundle)?, &key, name, config)?;
         loads.bundle.push(started.elapsed().as_secs_f64());
+        spent(cpu, &mut loads.bundle_cpu);
         loads.bundle_open.push(loaded.decrypted.as_secs_f64());
         drop(loaded);
 
@@ -647,6 +675,21 @@ fn load_times(
         drop(engine);
     }
     Ok(loads)
+}
+
+fn cpu_text(seconds: Option<f64>) -> String {
+    seconds.map_or_else(|| "unknown".into(), |s| format!("{s:.2} s"))
+}
+
+/// User plus system CPU time of this process so far, all threads (those that ended included), in seconds:
+/// `/proc/self/stat`'s `utime` and `stime`, in 10 ms ticks. `None` where it cannot be read.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces: count from the ") " that ends it.
+    let mut fields = stat.rsplit_once(") ")?.1.split(' ');
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
 }
 
 /// The median (the mean of the two middle values for an even count); 0 for none.
@@ -746,7 +789,8 @@ fn print_text(r: &Report) -> anyhow::Result<()> {
     writeln!(
         out,
         "load:    {:.3} s plain file (weights read), {:.3} s from bundle ({:.3} s until it was in memory and verified): ×{:.2} \
-         (pairs' quartiles ×{:.2}..×{:.2}; best ×{:.2}; goal ≤ {}: {}); plain file mapped, nothing read: {:.3} s",
+         (pairs' quartiles ×{:.2}..×{:.2}; best ×{:.2}; goal ≤ {}: {}); plain file mapped, nothing read: {:.3} s; \
+         CPU per load: {} plain file, {} bundle",
         l.plain_file,
         l.bundle,
         l.bundle_open,
@@ -756,7 +800,9 @@ fn print_text(r: &Report) -> anyhow::Result<()> {
         l.ratio_best,
         l.goal_ratio_at_most,
         verdict(l.ratio <= l.goal_ratio_at_most),
-        l.plain_file_mapped
+        l.plain_file_mapped,
+        cpu_text(l.plain_file_cpu),
+        cpu_text(l.bundle_cpu),
     )?;
     if !s.optimized_build {
         writeln!(out, "(built without --release: not representative)")?;
