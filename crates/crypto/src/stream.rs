@@ -29,7 +29,7 @@
 //! Both ciphers are AWS-LC's, through `aws-lc-rs`'s safe API: opening is the hot path when a worker loads
 //! a model, and AWS-LC's assembly is several times faster than portable code. AES-256-GCM is version 2
 //! because, with the AES and carry-less multiplication instructions of every x86 and Arm server a TEE runs
-//! on, it opens about three times as fast as ChaCha20-Poly1305 (measured: 100 MiB in ~18 ms against
+//! on, it opens three to five times as fast as ChaCha20-Poly1305 (measured: 100 MiB in ~18 ms against
 //! ~56 ms on one core), and opening a model's chunks is CPU the worker spends before it can serve. Both
 //! are the standard constructions (NIST SP 800-38D and RFC 8439: 96-bit nonce, 128-bit tag); tests check
 //! that RustCrypto's independent implementations open and refuse exactly the same streams.
