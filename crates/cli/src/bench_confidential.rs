@@ -297,7 +297,12 @@ fn bench(args: &ConfidentialBenchArgs) -> anyhow::Result<Report> {
     let (best_load_file, best_load_bundle) = (min(&load.file), min(&load.bundle));
     let (load_file, load_bundle) = (median(load.file), median(load.bundle));
     let (load_bundle_open, load_file_mapped) = (median(load.bundle_open), median(load.file_mapped));
-    let cpu = |v: Option<Vec<f64>>| v.map(|v| round(median(v), 3));
+    // Reported only if every load's CPU time could be read.
+    let cpu = |v: Vec<Option<f64>>| {
+        v.into_iter()
+            .collect::<Option<Vec<f64>>>()
+            .map(|v| round(median(v), 3))
+    };
     let (load_file_cpu, load_bundle_cpu) = (cpu(load.file_cpu), cpu(load.bundle_cpu));
     Ok(Report {
         model: args.model.clone(),
@@ -371,10 +376,10 @@ struct Loads {
     bundle_open: Vec<f64>,
     /// The plain file, mapped (`Weights::Mapped`).
     file_mapped: Vec<f64>,
-    /// The process's CPU seconds during each plain (weights read) and bundle load; `None` if `/proc`
+    /// The process's CPU seconds during each plain (weights read) and bundle load; `None` where `/proc`
     /// could not be read.
-    file_cpu: Option<Vec<f64>>,
-    bundle_cpu: Option<Vec<f64>>,
+    file_cpu: Vec<Option<f64>>,
+    bundle_cpu: Vec<Option<f64>>,
 }
 
 #[derive(Debug, Default)]
@@ -640,32 +645,21 @@ fn load_times(
     // The worker's own bundle source and load path (`veil_worker::load_bundle`).
     let store = veil_worker::BlobBundles(Arc::new(veil_blobs::LocalStore::open(state_dir.join("blobs"))?));
     let key = veil_bundle::DataKey::read_file(&state_dir.join("bundles").join(format!("{name}.key")))?;
-    let mut loads = Loads {
-        file_cpu: Some(Vec::new()),
-        bundle_cpu: Some(Vec::new()),
-        ..Loads::default()
-    };
-    // CPU time spent from `since` to now, kept in `into` (or all of them dropped, if `/proc` fails).
-    let spent = |since: Option<f64>, into: &mut Option<Vec<f64>>| match (since, process_cpu_seconds()) {
-        (Some(a), Some(b)) => {
-            if let Some(v) = into {
-                v.push(b - a)
-            }
-        }
-        _ => *into = None,
-    };
+    let mut loads = Loads::default();
+    // The CPU time spent since `since`.
+    let spent = |since: Option<f64>| Some(process_cpu_seconds()? - since?);
     for _ in 0..reps {
         let source = ModelSource::Path(path.to_owned());
         let (started, cpu) = (Instant::now(), process_cpu_seconds());
         let engine = LlamaEngine::load_with(source, config.clone(), Weights::Read)?;
         loads.file.push(started.elapsed().as_secs_f64());
-        spent(cpu, &mut loads.file_cpu);
+        loads.file_cpu.push(spent(cpu));
         drop(engine);
 
         let (started, cpu) = (Instant::now(), process_cpu_seconds());
         let loaded = veil_worker::load_bundle(store.open(&bundle)?, &key, name, config)?;
         loads.bundle.push(started.elapsed().as_secs_f64());
-        spent(cpu, &mut loads.bundle_cpu);
+        loads.bundle_cpu.push(spent(cpu));
         loads.bundle_open.push(loaded.decrypted.as_secs_f64());
         drop(loaded);
 
