@@ -61,6 +61,10 @@ fn bench_confidential_reports_every_measurement() {
         // Each load reads 94 MiB at least: some 10 ms ticks of CPU.
         "/load_seconds/plain_file_cpu",
         "/load_seconds/bundle_cpu",
+        // The gateway path's HTTP, sealing and opening run outside the engine; the direct path's
+        // caller thread wakes for each token.
+        "/decode_tokens_per_s/cpu_outside_engine_us_per_token/direct",
+        "/decode_tokens_per_s/cpu_outside_engine_us_per_token/via_gateway",
         "/settings/machine_threads",
         "/settings/engine_threads",
         "/model_bytes",
@@ -89,6 +93,12 @@ fn bench_confidential_reports_every_measurement() {
             .is_some_and(|c| c.contains("no mmap"))
     );
     assert!(positive("/load_seconds/bundle_open") < positive("/load_seconds/bundle"));
+    // Two HTTP hops, sealing and opening cost more than waking one thread per token.
+    assert!(
+        positive("/decode_tokens_per_s/cpu_outside_engine_us_per_token/via_gateway")
+            > positive("/decode_tokens_per_s/cpu_outside_engine_us_per_token/direct"),
+        "{r:#}"
+    );
     // One load of each kind: the pairs' median, the medians' ratio and the quartiles are that pair's ratio.
     let load_ratio = positive("/load_seconds/bundle") / positive("/load_seconds/plain_file");
     for p in ["/load_seconds/ratio", "/load_seconds/ratio_of_medians"] {

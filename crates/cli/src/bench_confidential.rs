@@ -84,6 +84,9 @@ struct Sample {
     /// From the first piece of text to the end of the answer.
     decode: Duration,
     completion_tokens: u32,
+    /// CPU time of the process's threads outside the engine during the answer (see
+    /// [`ThreadCpu`]); `None` where `/proc` cannot be read.
+    outside_engine_cpu: Option<Duration>,
 }
 
 impl Sample {
@@ -91,6 +94,56 @@ impl Sample {
     fn decode_rate(&self) -> Option<f64> {
         let secs = self.decode.as_secs_f64();
         (self.completion_tokens > 1 && secs > 0.0).then(|| f64::from(self.completion_tokens - 1) / secs)
+    }
+
+    /// Microseconds of CPU outside the engine per completion token.
+    fn outside_engine_us_per_token(&self) -> Option<f64> {
+        let cpu = self.outside_engine_cpu?;
+        (self.completion_tokens > 0).then(|| cpu.as_secs_f64() * 1e6 / f64::from(self.completion_tokens))
+    }
+}
+
+/// CPU time, per thread, of this process's threads outside the engine: every thread but the engine's
+/// (named `veil-engine-…`; llama.cpp's compute threads, which the engine's thread starts, inherit its
+/// name). Those are the async runtime's threads (worker and gateway), the HTTP client's thread and the
+/// threads that hand requests to the engine: what moving the tokens costs the cores, which the engine
+/// then lacks when every core decodes. From `/proc/self/task/*/schedstat` (time on a CPU, in ns).
+#[derive(Debug, Default)]
+struct ThreadCpu(std::collections::HashMap<u64, u64>);
+
+impl ThreadCpu {
+    /// Now; `None` where `/proc` cannot be read.
+    fn read() -> Option<ThreadCpu> {
+        let mut threads = std::collections::HashMap::new();
+        for entry in std::fs::read_dir("/proc/self/task").ok()? {
+            let dir = entry.ok()?.path();
+            let Some(tid) = dir.file_name().and_then(|n| n.to_str()?.parse::<u64>().ok()) else {
+                continue;
+            };
+            // A thread that ended between the listing and these reads is left out.
+            let (Ok(comm), Ok(stat)) = (
+                std::fs::read_to_string(dir.join("comm")),
+                std::fs::read_to_string(dir.join("schedstat")),
+            ) else {
+                continue;
+            };
+            if comm.starts_with("veil-engine") {
+                continue;
+            }
+            threads.insert(tid, stat.split_whitespace().next()?.parse().ok()?);
+        }
+        Some(ThreadCpu(threads))
+    }
+
+    /// CPU spent since `earlier` by the threads alive now (a thread started since counts whole; one
+    /// that ended meanwhile drops out, with what it spent).
+    fn since(&self, earlier: &ThreadCpu) -> Duration {
+        let ns = self
+            .0
+            .iter()
+            .map(|(tid, now)| now.saturating_sub(earlier.0.get(tid).copied().unwrap_or(0)))
+            .sum();
+        Duration::from_nanos(ns)
     }
 }
 
@@ -142,7 +195,17 @@ struct DecodeReport {
     via_gateway_best: f64,
     ratio_best: f64,
     goal_ratio_at_least: f64,
+    /// CPU time of the threads outside the engine (see [`ThreadCpu`]) per completion token, medians of
+    /// each path's samples, in µs: with every core decoding, roughly what each token costs the engine.
+    /// `null` where `/proc` cannot be read.
+    cpu_outside_engine_us_per_token: PathCpu,
     samples: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct PathCpu {
+    direct: Option<f64>,
+    via_gateway: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -304,6 +367,12 @@ fn bench(args: &ConfidentialBenchArgs) -> anyhow::Result<Report> {
             .map(|v| round(median(v), 3))
     };
     let (load_file_cpu, load_bundle_cpu) = (cpu(load.file_cpu), cpu(load.bundle_cpu));
+    let outside = |s: &[Sample]| {
+        s.iter()
+            .map(Sample::outside_engine_us_per_token)
+            .collect::<Option<Vec<f64>>>()
+            .map(|v| round(median(v), 1))
+    };
     Ok(Report {
         model: args.model.clone(),
         model_path: path.display().to_string(),
@@ -331,6 +400,10 @@ fn bench(args: &ConfidentialBenchArgs) -> anyhow::Result<Report> {
             via_gateway_best: round(best_rate_gateway, 2),
             ratio_best: round(best_rate_gateway / best_rate_direct, 4),
             goal_ratio_at_least: GOAL_DECODE_RATIO,
+            cpu_outside_engine_us_per_token: PathCpu {
+                direct: outside(&direct),
+                via_gateway: outside(&gateway),
+            },
             samples: direct.len(),
         },
         ttft_ms: TtftReport {
@@ -477,6 +550,7 @@ async fn direct(engine: &Arc<dyn Engine>, prompt: &str, max_tokens: u32) -> anyh
     let engine = engine.clone();
     let request = ChatRequest::user(prompt, params(max_tokens));
     tokio::task::spawn_blocking(move || {
+        let cpu = ThreadCpu::read();
         let started = Instant::now();
         let mut first = None;
         let completion = engine.chat_stream(&request, &mut |piece| {
@@ -486,11 +560,15 @@ async fn direct(engine: &Arc<dyn Engine>, prompt: &str, max_tokens: u32) -> anyh
             ControlFlow::Continue(())
         })?;
         let end = started.elapsed();
+        let outside_engine_cpu = ThreadCpu::read()
+            .zip(cpu.as_ref())
+            .map(|(now, then)| now.since(then));
         let ttft = first.context("the engine produced no text")?;
         Ok(Sample {
             ttft,
             decode: end - ttft,
             completion_tokens: completion.usage.completion_tokens,
+            outside_engine_cpu,
         })
     })
     .await
@@ -529,6 +607,7 @@ fn stream_chat(addr: SocketAddr, body: &str) -> anyhow::Result<Sample> {
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
+    let cpu = ThreadCpu::read();
     let started = Instant::now();
     conn.write_all(request.as_bytes())?;
 
@@ -544,11 +623,15 @@ fn stream_chat(addr: SocketAddr, body: &str) -> anyhow::Result<Sample> {
         for data in events.push(&buf[..n])? {
             if data == "[DONE]" {
                 let end = started.elapsed();
+                let outside_engine_cpu = ThreadCpu::read()
+                    .zip(cpu.as_ref())
+                    .map(|(now, then)| now.since(then));
                 let ttft = first.context("the gateway streamed no text")?;
                 return Ok(Sample {
                     ttft,
                     decode: end - ttft,
                     completion_tokens: tokens.context("the gateway sent no usage")?,
+                    outside_engine_cpu,
                 });
             }
             let v: serde_json::Value =
@@ -765,6 +848,13 @@ fn print_text(r: &Report) -> anyhow::Result<()> {
         d.goal_ratio_at_least,
         verdict(d.ratio >= d.goal_ratio_at_least)
     )?;
+    let us = |x: Option<f64>| x.map_or_else(|| "unknown".into(), |x| format!("{x:.0} µs"));
+    writeln!(
+        out,
+        "         CPU outside the engine per token: {} direct, {} via gateway → worker",
+        us(d.cpu_outside_engine_us_per_token.direct),
+        us(d.cpu_outside_engine_us_per_token.via_gateway)
+    )?;
     let t = &r.ttft_ms;
     writeln!(
         out,
@@ -856,9 +946,12 @@ mod tests {
             ttft: Duration::from_millis(10),
             decode: Duration::from_millis(ms),
             completion_tokens: n,
+            outside_engine_cpu: Some(Duration::from_millis(ms)),
         };
         assert_eq!(s(1, 100).decode_rate(), None);
         assert_eq!(s(5, 0).decode_rate(), None);
         assert_eq!(s(11, 500).decode_rate(), Some(20.0));
+        assert_eq!(s(10, 5).outside_engine_us_per_token(), Some(500.0));
+        assert_eq!(s(0, 5).outside_engine_us_per_token(), None);
     }
 }
