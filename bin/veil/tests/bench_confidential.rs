@@ -20,6 +20,8 @@ fn bench_confidential_reports_every_measurement() {
             "4",
         ])
         .args(["--repetitions", "1", "--load-repetitions", "1", "--threads", "2"])
+        // Longer than the answer: the worker sends the first token, then the other three in one frame.
+        .args(["--stream-interval-ms", "3600000"])
         .output()
         .expect("run veil bench confidential");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -115,6 +117,15 @@ fn bench_confidential_reports_every_measurement() {
     assert_eq!(r["settings"]["prompts"], 1);
     assert_eq!(r["settings"]["tee"], "simulated");
     assert_eq!(r["decode_tokens_per_s"]["samples"], 1);
+    assert_eq!(r["settings"]["stream_interval_ms"], 3_600_000);
+    assert_eq!(
+        r["decode_tokens_per_s"]["events_per_token"]["via_gateway"], 0.5,
+        "two content chunks for four tokens: {r:#}"
+    );
+    assert!(
+        positive("/decode_tokens_per_s/events_per_token/direct") > 0.5,
+        "{r:#}"
+    );
     let counts = r["completion_tokens"].as_array().expect("completion_tokens");
     assert_eq!(counts.len(), 1);
     assert_eq!(counts[0]["direct"], 4, "greedy, 4 tokens: {r:#}");

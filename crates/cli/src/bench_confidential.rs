@@ -74,6 +74,8 @@ pub struct ConfidentialBenchArgs {
     #[arg(long, default_value_t = 1024)]
     pub ctx: u32,
     #[command(flatten)]
+    pub stream: crate::worker::StreamArgs,
+    #[command(flatten)]
     pub dir: DataDirArgs,
 }
 
@@ -84,6 +86,8 @@ struct Sample {
     /// From the first piece of text to the end of the answer.
     decode: Duration,
     completion_tokens: u32,
+    /// Pieces of text received (non-empty engine pieces; SSE content chunks).
+    text_events: u32,
     /// CPU time of the process's threads outside the engine during the answer (see
     /// [`ThreadCpu`]); `None` where `/proc` cannot be read.
     outside_engine_cpu: Option<Duration>,
@@ -94,6 +98,10 @@ impl Sample {
     fn decode_rate(&self) -> Option<f64> {
         let secs = self.decode.as_secs_f64();
         (self.completion_tokens > 1 && secs > 0.0).then(|| f64::from(self.completion_tokens - 1) / secs)
+    }
+
+    fn events_per_token(&self) -> Option<f64> {
+        (self.completion_tokens > 0).then(|| f64::from(self.text_events) / f64::from(self.completion_tokens))
     }
 
     /// Microseconds of CPU outside the engine per completion token.
@@ -177,6 +185,8 @@ struct Settings {
     /// How the worker runs here.
     tee: &'static str,
     transport: &'static str,
+    /// The worker sends a streamed answer at most one frame per this interval (`--stream-interval-ms`).
+    stream_interval_ms: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -199,7 +209,16 @@ struct DecodeReport {
     /// each path's samples, in µs: with every core decoding, roughly what each token costs the engine.
     /// `null` where `/proc` cannot be read.
     cpu_outside_engine_us_per_token: PathCpu,
+    /// Text events per completion token (the engine's pieces; the gateway's SSE content chunks, one per
+    /// worker frame), medians: below 1 via the gateway when the stream interval groups tokens.
+    events_per_token: PathEvents,
     samples: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct PathEvents {
+    direct: f64,
+    via_gateway: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -322,6 +341,7 @@ fn bench(args: &ConfidentialBenchArgs) -> anyhow::Result<Report> {
         engine: engine_config.clone(),
         gateway_listen: ([127, 0, 0, 1], 0).into(),
         worker_listen: ([127, 0, 0, 1], 0).into(),
+        stream_interval: args.stream.interval(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -389,6 +409,7 @@ fn bench(args: &ConfidentialBenchArgs) -> anyhow::Result<Report> {
             optimized_build: !cfg!(debug_assertions),
             tee: "simulated",
             transport: "loopback HTTP: client -> gateway (OpenAI SSE) -> worker (sealed frames)",
+            stream_interval_ms: args.stream.stream_interval_ms,
         },
         decode_tokens_per_s: DecodeReport {
             direct: round(rate_direct, 2),
@@ -403,6 +424,16 @@ fn bench(args: &ConfidentialBenchArgs) -> anyhow::Result<Report> {
             cpu_outside_engine_us_per_token: PathCpu {
                 direct: outside(&direct),
                 via_gateway: outside(&gateway),
+            },
+            events_per_token: PathEvents {
+                direct: round(
+                    median(direct.iter().filter_map(Sample::events_per_token).collect()),
+                    3,
+                ),
+                via_gateway: round(
+                    median(gateway.iter().filter_map(Sample::events_per_token).collect()),
+                    3,
+                ),
             },
             samples: direct.len(),
         },
@@ -553,9 +584,11 @@ async fn direct(engine: &Arc<dyn Engine>, prompt: &str, max_tokens: u32) -> anyh
         let cpu = ThreadCpu::read();
         let started = Instant::now();
         let mut first = None;
+        let mut text_events = 0;
         let completion = engine.chat_stream(&request, &mut |piece| {
-            if first.is_none() && !piece.is_empty() {
-                first = Some(started.elapsed());
+            if !piece.is_empty() {
+                text_events += 1;
+                first.get_or_insert_with(|| started.elapsed());
             }
             ControlFlow::Continue(())
         })?;
@@ -568,6 +601,7 @@ async fn direct(engine: &Arc<dyn Engine>, prompt: &str, max_tokens: u32) -> anyh
             ttft,
             decode: end - ttft,
             completion_tokens: completion.usage.completion_tokens,
+            text_events,
             outside_engine_cpu,
         })
     })
@@ -615,6 +649,7 @@ fn stream_chat(addr: SocketAddr, body: &str) -> anyhow::Result<Sample> {
     let mut buf = vec![0u8; 16 * 1024];
     let mut first = None;
     let mut tokens = None;
+    let mut text_events = 0;
     loop {
         let n = conn.read(&mut buf).context("the gateway's stream broke")?;
         if n == 0 {
@@ -631,6 +666,7 @@ fn stream_chat(addr: SocketAddr, body: &str) -> anyhow::Result<Sample> {
                     ttft,
                     decode: end - ttft,
                     completion_tokens: tokens.context("the gateway sent no usage")?,
+                    text_events,
                     outside_engine_cpu,
                 });
             }
@@ -640,8 +676,9 @@ fn stream_chat(addr: SocketAddr, body: &str) -> anyhow::Result<Sample> {
                 bail!("the gateway reported an error: {e}");
             }
             let content = v["choices"][0]["delta"]["content"].as_str().unwrap_or("");
-            if first.is_none() && !content.is_empty() {
-                first = Some(started.elapsed());
+            if !content.is_empty() {
+                text_events += 1;
+                first.get_or_insert_with(|| started.elapsed());
             }
             if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
                 tokens = Some(u32::try_from(n).context("a token count out of range")?);
@@ -851,9 +888,13 @@ fn print_text(r: &Report) -> anyhow::Result<()> {
     let us = |x: Option<f64>| x.map_or_else(|| "unknown".into(), |x| format!("{x:.0} µs"));
     writeln!(
         out,
-        "         CPU outside the engine per token: {} direct, {} via gateway → worker",
+        "         CPU outside the engine per token: {} direct, {} via gateway → worker; text events per token \
+         {:.2} direct, {:.2} via gateway (stream interval {} ms)",
         us(d.cpu_outside_engine_us_per_token.direct),
-        us(d.cpu_outside_engine_us_per_token.via_gateway)
+        us(d.cpu_outside_engine_us_per_token.via_gateway),
+        d.events_per_token.direct,
+        d.events_per_token.via_gateway,
+        s.stream_interval_ms
     )?;
     let t = &r.ttft_ms;
     writeln!(
@@ -946,6 +987,7 @@ mod tests {
             ttft: Duration::from_millis(10),
             decode: Duration::from_millis(ms),
             completion_tokens: n,
+            text_events: 5,
             outside_engine_cpu: Some(Duration::from_millis(ms)),
         };
         assert_eq!(s(1, 100).decode_rate(), None);
@@ -953,5 +995,7 @@ mod tests {
         assert_eq!(s(11, 500).decode_rate(), Some(20.0));
         assert_eq!(s(10, 5).outside_engine_us_per_token(), Some(500.0));
         assert_eq!(s(0, 5).outside_engine_us_per_token(), None);
+        assert_eq!(s(10, 5).events_per_token(), Some(0.5));
+        assert_eq!(s(0, 5).events_per_token(), None);
     }
 }

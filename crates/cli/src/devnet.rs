@@ -60,6 +60,8 @@ pub struct DevnetArgs {
     /// Where the worker listens; port 0 lets the OS choose.
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     pub worker_listen: SocketAddr,
+    #[command(flatten)]
+    pub stream: crate::worker::StreamArgs,
 }
 
 /// What a devnet runs.
@@ -74,6 +76,8 @@ pub struct DevnetConfig {
     pub engine: LlamaConfig,
     pub gateway_listen: SocketAddr,
     pub worker_listen: SocketAddr,
+    /// The worker's [`WorkerConfig::stream_interval`].
+    pub stream_interval: Duration,
 }
 
 impl DevnetConfig {
@@ -94,6 +98,7 @@ impl DevnetConfig {
             },
             gateway_listen: args.gateway_listen,
             worker_listen: args.worker_listen,
+            stream_interval: args.stream.interval(),
         })
     }
 }
@@ -187,6 +192,7 @@ impl Devnet {
                     bundle: prepared.address,
                 }],
                 engine: config.engine.clone(),
+                stream_interval: config.stream_interval,
                 ..WorkerConfig::default()
             },
             Box::new(sim),

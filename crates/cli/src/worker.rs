@@ -43,6 +43,28 @@ pub struct ServeArgs {
     /// Context window per request.
     #[arg(long)]
     pub ctx: Option<u32>,
+    #[command(flatten)]
+    pub stream: StreamArgs,
+}
+
+/// How a worker groups a streamed answer's tokens into frames.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct StreamArgs {
+    /// Send a streamed answer at most one frame per this many milliseconds: tokens produced sooner after
+    /// the last frame wait and go with the next (the first token never waits). Fewer frames take less CPU
+    /// from the engine; 0 sends every token at once.
+    #[arg(long, value_name = "MS", default_value_t = default_stream_interval_ms())]
+    pub stream_interval_ms: u64,
+}
+
+impl StreamArgs {
+    pub fn interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.stream_interval_ms)
+    }
+}
+
+fn default_stream_interval_ms() -> u64 {
+    u64::try_from(veil_worker::DEFAULT_STREAM_INTERVAL.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +158,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             n_ctx: args.ctx,
             ..LlamaConfig::default()
         },
+        stream_interval: args.stream.interval(),
         ..WorkerConfig::default()
     };
     let worker = Worker::new(config, platform, Arc::new(BlobBundles(Arc::new(store))))?;

@@ -5,6 +5,7 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::time::Duration;
 
 use veil_attest::{HexBytes, Measurements, Policy};
 use veil_blobs::BlobAddress;
@@ -58,7 +59,12 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
+/// A worker that sends every piece as its own frame: the frame-level tests need several.
 async fn start_worker() -> Fixture {
+    start_worker_with(Duration::ZERO).await
+}
+
+async fn start_worker_with(stream_interval: Duration) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let platform =
         veil_platform::sim::SimPlatform::start(veil_platform::sim::SimConfig::new(dir.path())).unwrap();
@@ -74,6 +80,7 @@ async fn start_worker() -> Fixture {
                 bundle: BlobAddress::of(b"unprovisioned"),
             },
         ],
+        stream_interval,
         ..WorkerConfig::default()
     };
     let worker = Worker::new(config, Box::new(platform), Arc::new(NoBundles)).unwrap();
@@ -177,6 +184,35 @@ async fn policies_refuse_simulated_and_unlisted_measurements() {
         .unwrap();
     // A refused worker is never sent a request.
     assert!(strict.infer(request("scripted", false)).await.is_err());
+    f.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn pieces_sooner_than_the_stream_interval_share_a_frame() {
+    // The scripted engine produces its pieces at once: with an interval far longer than the answer, the
+    // first piece goes alone (time to first token is not held back) and the rest at the end, in one frame.
+    let f = start_worker_with(Duration::from_secs(3600)).await;
+    let client = dev_client(&f);
+    let worker = client.attest().await.unwrap();
+    let mut s = client.infer(request("scripted", true)).await.unwrap();
+    let mut deltas = Vec::new();
+    let mut done = None;
+    while let Some(e) = s.next().await {
+        match e.unwrap() {
+            Event::Delta(t) => deltas.push(t),
+            Event::Done(c) => done = Some(c),
+        }
+    }
+    assert_eq!(deltas, [PIECES[0].to_owned(), PIECES[1..].concat()]);
+    let done = done.unwrap();
+    assert_eq!(
+        done.usage.completion_tokens, 3,
+        "token counts are the engine's, not the frames'"
+    );
+
+    let sealed = seal_request(&worker.hpke_public_key, &request("scripted", true)).unwrap();
+    let frames = raw_frames(&client, &sealed.body).await;
+    assert_eq!(frames.len(), 3, "two deltas and done");
     f.running.stop().await.unwrap();
 }
 

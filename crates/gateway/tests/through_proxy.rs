@@ -63,6 +63,8 @@ async fn start_worker(dir: &std::path::Path) -> RunningWorker {
             name: "scripted".into(),
             bundle: BlobAddress::of(b"scripted"),
         }],
+        // Every piece its own frame: the proxy's tampering needs several.
+        stream_interval: std::time::Duration::ZERO,
         ..WorkerConfig::default()
     };
     let worker = Worker::new(config, Box::new(platform), Arc::new(NoBundles)).unwrap();

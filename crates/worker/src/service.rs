@@ -26,6 +26,7 @@ use veil_types::{
 };
 use zeroize::Zeroizing;
 
+use crate::coalesce::Coalescer;
 use crate::replay::Refusal;
 use crate::{Result, Worker, WorkerError};
 
@@ -347,6 +348,8 @@ struct FrameOut {
     sealer: FrameSealer,
     /// `None` once the last frame is queued: that ends the body at once, and nothing can follow it.
     tx: Option<FrameTx>,
+    /// A streamed answer's text not sent yet.
+    coalescer: Coalescer,
 }
 
 impl FrameOut {
@@ -366,11 +369,34 @@ impl FrameOut {
         }
         queued
     }
+
+    /// A piece of a streamed answer, produced at `now`: sent at once or held to go with a later one (see
+    /// [`Coalescer`]). False if the connection is gone.
+    fn piece(&mut self, piece: &str, now: Instant) -> bool {
+        let text = self.coalescer.push(piece, now);
+        self.send_text(text)
+    }
+
+    /// Sends the text still held, at the end of a streamed answer.
+    fn flush(&mut self) -> bool {
+        let text = self.coalescer.finish();
+        self.send_text(text)
+    }
+
+    fn send_text(&mut self, text: Option<Zeroizing<String>>) -> bool {
+        match text {
+            Some(mut text) => self.send(&ResponseEvent::Delta {
+                text: std::mem::take(&mut *text),
+            }),
+            None => self.tx.is_some(),
+        }
+    }
 }
 
 /// Runs one opened request on a blocking thread, sending sealed frames to `tx`. A streamed answer's
-/// deltas are sealed and queued on the engine's thread as each piece is produced
-/// ([`Engine::chat_stream_send`]): no other thread wakes per token before the connection's.
+/// deltas are sealed and queued on the engine's thread as pieces are produced
+/// ([`Engine::chat_stream_send`]): no other thread wakes per token before the connection's; pieces that
+/// come sooner than the configured stream interval after the last frame go with the next one.
 fn run_request(
     worker: &Worker,
     req: InferRequest,
@@ -380,7 +406,11 @@ fn run_request(
     request_bytes: usize,
     started: Instant,
 ) {
-    let out = Arc::new(Mutex::new(FrameOut { sealer, tx: Some(tx) }));
+    let out = Arc::new(Mutex::new(FrameOut {
+        sealer,
+        tx: Some(tx),
+        coalescer: Coalescer::new(worker.state.config.stream_interval),
+    }));
     let send = |event: &ResponseEvent| -> bool {
         match out.lock() {
             Ok(mut o) => o.send(event),
@@ -421,10 +451,7 @@ fn run_request(
             &chat,
             Box::new(move |piece| {
                 let _ = first.set(started.elapsed().as_millis() as u64);
-                let event = ResponseEvent::Delta {
-                    text: piece.to_owned(),
-                };
-                let sent = out.lock().is_ok_and(|mut o| o.send(&event));
+                let sent = out.lock().is_ok_and(|mut o| o.piece(piece, Instant::now()));
                 if sent {
                     ControlFlow::Continue(())
                 } else {
@@ -452,11 +479,13 @@ fn run_request(
     };
     // The pieces together are exactly the completion's text (the Engine contract).
     let text = Zeroizing::new(std::mem::take(&mut completion.text));
-    if !req.stream
-        && !send(&ResponseEvent::Delta {
-            text: text.to_string(),
-        })
-    {
+    if req.stream {
+        // The text the stream interval held back. Should the connection be gone, the receipt's frame
+        // cannot go either, and the log below says it was not delivered.
+        let _ = out.lock().map(|mut o| o.flush());
+    } else if !send(&ResponseEvent::Delta {
+        text: text.to_string(),
+    }) {
         return;
     }
     let usage = Usage {
