@@ -106,6 +106,20 @@ fn dev_client(f: &Fixture) -> WorkerClient {
     WorkerClient::new(f.running.url(), ClientConfig::new(Policy::development())).unwrap()
 }
 
+/// A streamed answer of the scripted model: its deltas and its end.
+async fn streamed(client: &WorkerClient) -> (Vec<String>, Box<veil_client::Completion>) {
+    let mut s = client.infer(request("scripted", true)).await.unwrap();
+    let mut deltas = Vec::new();
+    let mut done = None;
+    while let Some(e) = s.next().await {
+        match e.unwrap() {
+            Event::Delta(t) => deltas.push(t),
+            Event::Done(c) => done = Some(c),
+        }
+    }
+    (deltas, done.expect("the stream ended with its receipt"))
+}
+
 fn request(model: &str, stream: bool) -> InferRequest {
     InferRequest::new(
         model,
@@ -128,17 +142,8 @@ async fn streaming_and_whole_answers_come_with_verified_receipts() {
     assert_eq!(worker.models.len(), 2);
     assert!(worker.models.iter().any(|m| m.name == "scripted" && m.ready));
 
-    let mut s = client.infer(request("scripted", true)).await.unwrap();
-    let mut deltas = Vec::new();
-    let mut done = None;
-    while let Some(e) = s.next().await {
-        match e.unwrap() {
-            Event::Delta(t) => deltas.push(t),
-            Event::Done(c) => done = Some(c),
-        }
-    }
+    let (deltas, done) = streamed(&client).await;
     assert_eq!(deltas, PIECES);
-    let done = done.unwrap();
     assert_eq!(done.finish_reason, "stop");
     assert_eq!(done.usage.completion_tokens, 3);
     assert_eq!(done.receipt.worker_key, worker.signing_public_key.to_bytes());
@@ -194,17 +199,8 @@ async fn pieces_sooner_than_the_stream_interval_share_a_frame() {
     let f = start_worker_with(Duration::from_secs(3600)).await;
     let client = dev_client(&f);
     let worker = client.attest().await.unwrap();
-    let mut s = client.infer(request("scripted", true)).await.unwrap();
-    let mut deltas = Vec::new();
-    let mut done = None;
-    while let Some(e) = s.next().await {
-        match e.unwrap() {
-            Event::Delta(t) => deltas.push(t),
-            Event::Done(c) => done = Some(c),
-        }
-    }
+    let (deltas, done) = streamed(&client).await;
     assert_eq!(deltas, [PIECES[0].to_owned(), PIECES[1..].concat()]);
-    let done = done.unwrap();
     assert_eq!(
         done.usage.completion_tokens, 3,
         "token counts are the engine's, not the frames'"
