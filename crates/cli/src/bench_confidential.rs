@@ -393,6 +393,7 @@ fn bench(args: &ConfidentialBenchArgs) -> anyhow::Result<Report> {
             .collect::<Option<Vec<f64>>>()
             .map(|v| round(median(v), 1))
     };
+    let events = |s: &[Sample]| round(median(s.iter().filter_map(Sample::events_per_token).collect()), 3);
     Ok(Report {
         model: args.model.clone(),
         model_path: path.display().to_string(),
@@ -426,14 +427,8 @@ fn bench(args: &ConfidentialBenchArgs) -> anyhow::Result<Report> {
                 via_gateway: outside(&gateway),
             },
             events_per_token: PathEvents {
-                direct: round(
-                    median(direct.iter().filter_map(Sample::events_per_token).collect()),
-                    3,
-                ),
-                via_gateway: round(
-                    median(gateway.iter().filter_map(Sample::events_per_token).collect()),
-                    3,
-                ),
+                direct: events(&direct),
+                via_gateway: events(&gateway),
             },
             samples: direct.len(),
         },

@@ -11,8 +11,8 @@
 //!   signed receipt, or with an encrypted error.
 //!
 //! What the operator sees: request and response sizes (padded to buckets) and timings (a streamed answer's
-//! frames come at most one per [`WorkerConfig::stream_interval`]). Logs hold sizes,
-//! token counts and durations only, never prompts, answers, parameters or model bytes.
+//! frames come at most one per [`WorkerConfig::stream_interval`]). Logs hold sizes, token counts and
+//! durations only, never prompts, answers, parameters or model bytes.
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
